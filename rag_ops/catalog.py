@@ -1,0 +1,379 @@
+"""SQL access to the catalog (SQLAlchemy Core). No business rules live here.
+
+DDL lives in ``sql/NNN_name.sql``; :func:`migrate` applies the files not yet applied, each in
+one transaction together with its row in ``schema_migrations``. Works on SQLite (default, a
+file in the data dir) and PostgreSQL (``postgresql+psycopg://…``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+
+from rag_ops.errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+_meta = sa.MetaData()
+documents = sa.Table(
+    "documents",
+    _meta,
+    sa.Column("doc_id", sa.String(64), primary_key=True),
+    sa.Column("uri", sa.Text),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("modified_at", sa.Float),
+    sa.Column("etag", sa.String(128)),
+    sa.Column("status", sa.String(16)),
+    sa.Column("error", sa.Text),
+    sa.Column("error_stage", sa.String(16)),
+    sa.Column("error_hash", sa.String(64)),
+    sa.Column("chunk_count", sa.Integer),
+    sa.Column("stores", sa.String(255)),
+    sa.Column("last_run_id", sa.String(128)),
+    sa.Column("updated_at", sa.String(32)),
+)
+chunks = sa.Table(
+    "chunks",
+    _meta,
+    sa.Column("chunk_id", sa.String(64), primary_key=True),
+    sa.Column("doc_id", sa.String(64)),
+    sa.Column("seq", sa.Integer),
+    sa.Column("text_hash", sa.String(64)),
+    sa.Column("tokens", sa.Integer),
+)
+RUN_COUNTS = ("seen", "new", "changed", "unchanged", "deleted", "failed", "chunks", "encoded", "cache_hits")
+runs = sa.Table(
+    "runs",
+    _meta,
+    sa.Column("run_id", sa.String(128), primary_key=True),
+    sa.Column("started_at", sa.String(32)),
+    sa.Column("finished_at", sa.String(32)),
+    sa.Column("status", sa.String(16)),
+    sa.Column("source", sa.Text),
+    sa.Column("full_sync", sa.Integer),
+    *[sa.Column(name, sa.Integer) for name in RUN_COUNTS],
+    sa.Column("report", sa.Text),
+)
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    doc_id: str
+    uri: str
+    content_hash: str | None
+    size_bytes: int | None
+    modified_at: float | None
+    etag: str | None
+    status: str
+    error: str | None
+    error_stage: str | None
+    error_hash: str | None
+    chunk_count: int
+    stores: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    chunk_id: str
+    doc_id: str
+    seq: int
+    text_hash: str
+    tokens: int
+
+
+class Catalog:
+    """The catalog database. Create with a SQLAlchemy URL; call :meth:`migrate` once."""
+
+    def __init__(self, url: str):
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            path = url.split("sqlite:///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 60}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine = sa.create_engine(url, **kwargs)
+        except Exception as exc:
+            raise CatalogError(f"cannot open the catalog ({_safe_url(url)}): {exc}") from exc
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ migrations
+    def migrate(self, sql_dir: Path = SQL_DIR) -> list[str]:
+        """Apply pending ``NNN_*.sql`` files in order. Returns the versions applied now."""
+        applied_now: list[str] = []
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        " version VARCHAR(255) PRIMARY KEY, applied_at VARCHAR(32) NOT NULL)"
+                    )
+                )
+            with self.engine.connect() as conn:
+                done = {r[0] for r in conn.execute(sa.text("SELECT version FROM schema_migrations"))}
+            for path in sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql")):
+                version = path.stem
+                if version in done:
+                    continue
+                with self.engine.begin() as conn:
+                    for statement in split_sql(path.read_text()):
+                        conn.execute(sa.text(statement))
+                    conn.execute(
+                        sa.text("INSERT INTO schema_migrations (version, applied_at) VALUES (:v, :t)"),
+                        {"v": version, "t": utcnow()},
+                    )
+                applied_now.append(version)
+                log.info("catalog: applied migration %s", version)
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog migration failed ({_safe_url(self.url)}): {_short(exc)}") from exc
+        return applied_now
+
+    # ------------------------------------------------------------------ documents
+    def documents_by_id(self, doc_ids: Iterable[str] | None = None) -> dict[str, DocumentRow]:
+        """Documents by id (all of them when ``doc_ids`` is None)."""
+        out: dict[str, DocumentRow] = {}
+        with self._read() as conn:
+            if doc_ids is None:
+                rows = conn.execute(sa.select(documents)).mappings()
+                out = {r["doc_id"]: _doc(r) for r in rows}
+            else:
+                ids = list(doc_ids)
+                for i in range(0, len(ids), 500):
+                    rows = conn.execute(sa.select(documents).where(documents.c.doc_id.in_(ids[i : i + 500]))).mappings()
+                    out.update({r["doc_id"]: _doc(r) for r in rows})
+        return out
+
+    def live_documents(self, uri_prefix: str | None = None) -> dict[str, DocumentRow]:
+        """Documents not marked deleted, optionally only those under a URI prefix."""
+        stmt = sa.select(documents).where(documents.c.status != "deleted")
+        if uri_prefix:
+            stmt = stmt.where(documents.c.uri.startswith(uri_prefix, autoescape=True))
+        with self._read() as conn:
+            return {r["doc_id"]: _doc(r) for r in conn.execute(stmt).mappings()}
+
+    def chunks_of(self, doc_ids: Sequence[str]) -> dict[str, list[ChunkRow]]:
+        out: dict[str, list[ChunkRow]] = {}
+        with self._read() as conn:
+            for i in range(0, len(doc_ids), 500):
+                stmt = sa.select(chunks).where(chunks.c.doc_id.in_(list(doc_ids[i : i + 500]))).order_by(chunks.c.seq)
+                for r in conn.execute(stmt).mappings():
+                    out.setdefault(r["doc_id"], []).append(ChunkRow(**dict(r)))
+        return out
+
+    def all_chunk_ids(self) -> set[str]:
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(sa.select(chunks.c.chunk_id))}
+
+    def counts(self) -> dict[str, int]:
+        """Live documents (indexed), failed documents, and chunks."""
+        with self._read() as conn:
+            by_status = dict(
+                conn.execute(sa.select(documents.c.status, sa.func.count()).group_by(documents.c.status)).all()
+            )
+            n_chunks = conn.execute(sa.select(sa.func.count()).select_from(chunks)).scalar_one()
+        return {
+            "documents": int(by_status.get("indexed", 0)),
+            "failed": int(by_status.get("failed", 0)),
+            "deleted": int(by_status.get("deleted", 0)),
+            "chunks": int(n_chunks),
+        }
+
+    # ------------------------------------------------------------------ writes
+    def write_results(
+        self,
+        *,
+        indexed: Sequence[dict],
+        failed: Sequence[dict],
+        touched: Sequence[dict],
+        deleted: Sequence[str],
+        run_id: str,
+    ) -> None:
+        """Record one run's outcome in a single transaction.
+
+        Args:
+            indexed: documents whose chunks every store accepted: dicts with the document fields
+                and ``chunks`` (list of dicts with chunk_id, seq, text_hash, tokens).
+            failed: documents that could not be indexed (fields plus error, error_stage, error_hash).
+            touched: documents found unchanged by content whose metadata (mtime, etag) moved.
+            deleted: ids of documents removed from every store.
+            run_id: the run that did this.
+        """
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                if indexed:
+                    ids = [d["doc_id"] for d in indexed]
+                    for i in range(0, len(ids), 500):
+                        conn.execute(chunks.delete().where(chunks.c.doc_id.in_(ids[i : i + 500])))
+                    rows = [
+                        {"chunk_id": c["chunk_id"], "doc_id": d["doc_id"], "seq": c["seq"], "text_hash": c["text_hash"], "tokens": c["tokens"]}
+                        for d in indexed
+                        for c in d["chunks"]
+                    ]
+                    for i in range(0, len(rows), 1000):
+                        self._upsert(conn, chunks, rows[i : i + 1000], "chunk_id")
+                    self._upsert(
+                        conn,
+                        documents,
+                        [
+                            _doc_values(d, status="indexed", run_id=run_id, now=now, chunk_count=len(d["chunks"]))
+                            for d in indexed
+                        ],
+                        "doc_id",
+                    )
+                if failed:
+                    known = self.documents_by_id([d["doc_id"] for d in failed])
+                    rows = []
+                    for d in failed:
+                        prev = known.get(d["doc_id"])
+                        row = _doc_values(d, status="failed", run_id=run_id, now=now, chunk_count=prev.chunk_count if prev else 0)
+                        # the last indexed content stays recorded; the failing bytes go to error_hash
+                        row["content_hash"] = prev.content_hash if prev else None
+                        row["stores"] = ",".join(sorted(prev.stores)) if prev and prev.stores else None
+                        row.update(error=d["error"], error_stage=d["error_stage"], error_hash=d.get("content_hash"))
+                        rows.append(row)
+                    self._upsert(conn, documents, rows, "doc_id")
+                for d in touched:
+                    conn.execute(
+                        documents.update()
+                        .where(documents.c.doc_id == d["doc_id"])
+                        .values(modified_at=d["modified"], etag=d.get("etag") or None, size_bytes=d["size"], updated_at=now)
+                    )
+                for i in range(0, len(deleted), 500):
+                    part = list(deleted[i : i + 500])
+                    conn.execute(chunks.delete().where(chunks.c.doc_id.in_(part)))
+                    conn.execute(
+                        documents.update()
+                        .where(documents.c.doc_id.in_(part))
+                        .values(status="deleted", chunk_count=0, last_run_id=run_id, updated_at=now)
+                    )
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog write failed: {_short(exc)}") from exc
+
+    def start_run(self, run_id: str, source: str, full_sync: bool) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(
+                conn,
+                runs,
+                [{"run_id": run_id, "started_at": utcnow(), "status": "running", "source": source, "full_sync": int(full_sync),
+                  **{k: 0 for k in RUN_COUNTS}}],
+                "run_id",
+            )
+
+    def finish_run(self, run_id: str, report: dict, status: str = "success") -> None:
+        values = {k: int(report.get(k, 0)) for k in RUN_COUNTS}
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(finished_at=utcnow(), status=status, report=json.dumps(report, sort_keys=True), **values)
+            )
+
+    def last_runs(self, limit: int = 5) -> list[dict]:
+        with self._read() as conn:
+            stmt = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ------------------------------------------------------------------ helpers
+    def _read(self):
+        return _Guarded(self.engine)
+
+    def _upsert(self, conn, table: sa.Table, rows: list[dict], key: str) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - only the two supported dialects
+            raise CatalogError(f"unsupported catalog database {self.dialect!r}; use SQLite or PostgreSQL")
+        stmt = insert(table)
+        cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key and c.name in rows[0]}
+        conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=cols), rows)
+
+
+class _Guarded:
+    """A read connection whose SQLAlchemy errors surface as CatalogError."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    def __enter__(self):
+        try:
+            self.conn = self.engine.connect()
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"cannot connect to the catalog: {_short(exc)}") from exc
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.close()
+        if isinstance(exc, sa.exc.SQLAlchemyError):
+            raise CatalogError(f"catalog read failed: {_short(exc)}") from exc
+        return False
+
+
+def _doc(r) -> DocumentRow:
+    return DocumentRow(
+        doc_id=r["doc_id"], uri=r["uri"], content_hash=r["content_hash"], size_bytes=r["size_bytes"],
+        modified_at=r["modified_at"], etag=r["etag"], status=r["status"], error=r["error"],
+        error_stage=r["error_stage"], error_hash=r["error_hash"], chunk_count=r["chunk_count"] or 0,
+        stores=frozenset(s for s in (r["stores"] or "").split(",") if s),
+    )
+
+
+def _doc_values(d: dict, *, status: str, run_id: str, now: str, chunk_count: int) -> dict:
+    return {
+        "doc_id": d["doc_id"], "uri": d["uri"], "content_hash": d.get("content_hash"), "size_bytes": d.get("size"),
+        "modified_at": d.get("modified"), "etag": d.get("etag") or None, "status": status, "error": None,
+        "error_stage": None, "error_hash": None, "chunk_count": chunk_count, "last_run_id": run_id, "updated_at": now,
+        "stores": ",".join(sorted(d.get("stores") or ())) or None,
+    }
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
+def split_sql(text: str) -> list[str]:
+    """Statements of a migration file (``;`` at a line end separates; ``--`` comments dropped)."""
+    text = re.sub(r"--[^\n]*", "", text)
+    return [s.strip() for s in re.split(r";\s*(?:\n|$)", text) if s.strip()]
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "<unparseable url>"
+
+
+def _short(exc: Exception) -> str:
+    return " ".join(str(getattr(exc, "orig", exc) or exc).split())[:300]

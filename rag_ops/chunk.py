@@ -1,0 +1,216 @@
+"""Blocks -> chunks that fit the embedding model's window, with deterministic ids.
+
+How chunks are built (token counts use the embedding model's own tokenizer):
+
+1. Blocks are grouped into sections; a ``Title`` block starts a section and is its heading.
+2. A section that fits in ``chunk_size`` tokens (heading included) is one unit. A longer one is
+   split by LangChain's ``RecursiveCharacterTextSplitter`` (paragraphs, lines, sentences, words),
+   with ``chunk_overlap`` tokens of overlap, and **every piece is prefixed with the heading**.
+   So no chunk is a bare title (LangChain's splitter alone emits one whenever a titled document
+   is longer than one chunk), and each piece keeps its context.
+3. Consecutive whole sections are packed together while they fit, so short sections do not
+   become tiny chunks.
+
+The length of a text is ``max(tokens, characters / 12)``: ordinary prose is ~4-5 characters a
+token so the token count rules, but a run of characters the tokenizer maps to one ``[UNK]`` can
+never make a giant chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Callable
+
+from rag_ops.identity import chunk_id_for, text_hash
+from rag_ops.parse import Block
+
+MAX_HEADING_TOKENS = 48
+CHARS_PER_TOKEN_CAP = 12
+LONG_WORD = re.compile(r"\S{200,}")
+SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    source_uri: str
+    seq: int
+    text: str
+    text_hash: str
+    page: int | None
+    section: str | None
+    tokens: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Unit:
+    text: str
+    tokens: int
+    page: int | None
+    section: str | None
+    whole: bool  # a whole section (may be packed with neighbours) or a split piece
+
+
+class Chunker:
+    """Token-aware chunker bound to one tokenizer and one (size, overlap) setting."""
+
+    def __init__(self, tokenizer, chunk_size: int, chunk_overlap: int, fingerprint: str):
+        self.tokenizer = tokenizer
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+        self.fingerprint = fingerprint
+
+    # ------------------------------------------------------------------ lengths
+    def length(self, text: str) -> int:
+        """Tokens the model will see (no special tokens), guarded by a character cap."""
+        if not text:
+            return 0
+        ids = self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return max(len(ids), math.ceil(len(text) / CHARS_PER_TOKEN_CAP))
+
+    @lru_cache(maxsize=64)
+    def _splitter(self, budget: int):
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+        return RecursiveCharacterTextSplitter(
+            chunk_size=budget,
+            chunk_overlap=min(self.chunk_overlap, budget // 2),
+            length_function=self.length,
+            separators=SEPARATORS,
+            keep_separator="end",
+            strip_whitespace=True,
+        )
+
+    def _heading(self, heading: str | None) -> tuple[str, int]:
+        if not heading:
+            return "", 0
+        n = self.length(heading)
+        if n > MAX_HEADING_TOKENS:
+            words = heading.split()
+            while words and self.length(" ".join(words) + " …") > MAX_HEADING_TOKENS:
+                words = words[: max(1, len(words) * 3 // 4)] if len(words) > 1 else []
+            heading = (" ".join(words) + " …") if words else heading[: MAX_HEADING_TOKENS * 2]
+            n = self.length(heading)
+        return heading, n
+
+    # ------------------------------------------------------------------ chunking
+    def chunk_document(self, doc_id: str, source_uri: str, blocks: list[Block]) -> list[Chunk]:
+        """Chunks of one document, in reading order, with ids from content.
+
+        Args:
+            doc_id: the document's id (``identity.doc_id_for``).
+            source_uri: where it came from; stored with each chunk.
+            blocks: cleaned blocks.
+
+        Returns:
+            A possibly empty list; the same input always yields the same chunks and ids.
+        """
+        units = self._units(blocks)
+        packed = self._pack(units)
+        chunks = []
+        for seq, u in enumerate(packed):
+            chunks.append(
+                Chunk(
+                    chunk_id=chunk_id_for(doc_id, seq, u.text, self.fingerprint),
+                    doc_id=doc_id,
+                    source_uri=source_uri,
+                    seq=seq,
+                    text=u.text,
+                    text_hash=text_hash(u.text),
+                    page=u.page,
+                    section=u.section,
+                    tokens=u.tokens,
+                )
+            )
+        return chunks
+
+    def _sections(self, blocks: list[Block]) -> list[tuple[str | None, list[Block]]]:
+        sections: list[tuple[str | None, list[Block]]] = []
+        pending: list[str] = []  # headings with no body yet (e.g. a chapter title before 1.1)
+        heading: str | None = None
+        body: list[Block] = []
+        for b in blocks:
+            if b.kind == "Title":
+                if body:
+                    sections.append((heading, body))
+                    body, pending = [], []
+                elif heading:
+                    pending.append(heading)
+                heading = "\n".join(pending + [b.text]) if pending else b.text
+            else:
+                body.append(b)
+        if body:
+            sections.append((heading, body))
+        elif heading:  # trailing headings with no body are still text of the document
+            sections.append((None, [Block(text=heading, kind="Title")]))
+        return sections
+
+    def _units(self, blocks: list[Block]) -> list[_Unit]:
+        units: list[_Unit] = []
+        for heading_raw, body_blocks in self._sections(blocks):
+            heading, h_tokens = self._heading(heading_raw)
+            section = heading_raw.split("\n")[-1] if heading_raw else None
+            page = next((b.page for b in body_blocks if b.page is not None), None)
+            body = "\n\n".join(LONG_WORD.sub(_break_long_word, b.text) for b in body_blocks)
+            prefix = heading + "\n" if heading else ""
+            whole = prefix + body
+            n = self.length(whole)
+            if n <= self.chunk_size:
+                units.append(_Unit(whole, n, page, section, whole=True))
+                continue
+            budget = max(self.chunk_size - h_tokens - 1, self.chunk_size // 2)
+            pages = _page_locator(body_blocks)
+            for piece in self._splitter(budget).split_text(body):
+                text = prefix + piece
+                units.append(_Unit(text, self.length(text), pages(piece) or page, section, whole=False))
+        return units
+
+    def _pack(self, units: list[_Unit]) -> list[_Unit]:
+        packed: list[_Unit] = []
+        for u in units:
+            last = packed[-1] if packed else None
+            if last and last.whole and u.whole and last.tokens + u.tokens <= self.chunk_size:
+                text = last.text + "\n\n" + u.text
+                packed[-1] = _Unit(text, self.length(text), last.page, last.section, whole=True)
+            else:
+                packed.append(u)
+        return packed
+
+
+def _break_long_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    return " ".join(word[i : i + 100] for i in range(0, len(word), 100))
+
+
+def _page_locator(blocks: list[Block]) -> Callable[[str], int | None]:
+    """Find the page a piece of a section starts on, by the block its first words come from."""
+
+    def locate(piece: str) -> int | None:
+        head = piece[:60]
+        for b in blocks:
+            if head and head in b.text:
+                return b.page
+        return None
+
+    return locate
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model_path: str):
+    """The model's fast tokenizer, offline (once per process and path)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+
+
+def make_chunker(settings, tokenizer=None) -> Chunker:
+    """A chunker for the settings (loads the tokenizer when none is given)."""
+    tok = tokenizer if tokenizer is not None else load_tokenizer(settings.model_path)
+    return Chunker(tok, settings.chunk_size, settings.chunk_overlap, settings.chunker_fingerprint)

@@ -1,0 +1,155 @@
+"""``ragops``: every step without Airflow.
+
+    ragops ingest [--source PATH|s3://bucket/prefix] [--full-sync] [--stores chroma,milvus]
+                  [--since ISO] [--until ISO] [--json]
+    ragops query TEXT [--store chroma|milvus] [-k N] [--json]
+    ragops status [--json]
+
+Settings come from ``RAGOPS_*`` environment variables (see README). Logs go to stderr; results
+to stdout. With ``--json`` the last line of stdout is one JSON object (a list for ``query``).
+Exit codes: 0 success, 1 a ragops error (message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+from rag_ops.config import load_settings
+from rag_ops.errors import RagopsError
+
+log = logging.getLogger("ragops")
+
+
+def _stores_arg(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ragops", description="RAG index operations: ingest, query, status.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="ingest new and changed documents into the vector stores")
+    ing.add_argument("--source", help="folder or s3://bucket/prefix (default: RAGOPS_SOURCE or the bundled samples)")
+    ing.add_argument("--full-sync", action="store_true", help="consider every document and remove deleted ones")
+    ing.add_argument("--stores", type=_stores_arg, help="comma-separated stores to write (default: chroma,milvus)")
+    ing.add_argument("--since", help="only documents modified at or after this time (ISO 8601)")
+    ing.add_argument("--until", help="only documents modified before this time (ISO 8601)")
+    ing.add_argument("--batch-size", type=int, help="documents per processing batch")
+    ing.add_argument("--json", action="store_true", help="print the run report as JSON on the last line")
+
+    q = sub.add_parser("query", help="search a store with a question")
+    q.add_argument("text", help="the question")
+    q.add_argument("--store", default=None, help="chroma or milvus (default: the first configured store)")
+    q.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    q.add_argument("--json", action="store_true", help="print the hits as a JSON list on the last line")
+
+    st = sub.add_parser("status", help="catalog and store counts")
+    st.add_argument("--json", action="store_true", help="print the status as JSON on the last line")
+    return p
+
+
+def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.pipeline import ingest
+
+    settings = load_settings(stores=args.stores, batch_size=args.batch_size)
+    report = ingest(settings, source=args.source, full_sync=args.full_sync, since=args.since, until=args.until)
+    if not args.json:
+        print(format_report(report))
+    return report
+
+
+def cmd_query(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from rag_ops.embed import make_embedder
+    from rag_ops.stores import open_store
+
+    settings = load_settings()
+    store_name = args.store or settings.stores[0]
+    embedder = make_embedder(settings)
+    vector = embedder.encode([args.text])[0]
+    with open_store(store_name, settings) as store:
+        hits = store.query(vector, k=args.k)
+    out = [
+        {"id": h.id, "score": round(h.score, 4), "text": h.text, "doc_id": h.doc_id, "source_uri": h.source_uri,
+         "seq": h.seq, "page": h.page, "section": h.section}
+        for h in hits
+    ]
+    if not args.json:
+        print(f"{store_name}: {len(out)} hit(s) for {args.text!r}")
+        for i, h in enumerate(out, 1):
+            snippet = " ".join(h["text"].split())[:160]
+            print(f"  {i}. [{h['score']:.3f}] {h['source_uri']} (chunk {h['seq']}{', page ' + str(h['page']) if h['page'] else ''})")
+            print(f"     {snippet}")
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.catalog import Catalog
+    from rag_ops.stores import open_store
+
+    settings = load_settings()
+    catalog = Catalog(settings.catalog_db_url)
+    catalog.migrate()
+    counts = catalog.counts()
+    stores = {}
+    for name in settings.stores:
+        with open_store(name, settings) as store:
+            stores[name] = store.count()
+    last = catalog.last_runs(1)
+    catalog.close()
+    out = {
+        "documents": counts["documents"],
+        "chunks": counts["chunks"],
+        "failed": counts["failed"],
+        "deleted": counts["deleted"],
+        "stores": stores,
+        "collection": settings.collection,
+        "data_dir": str(settings.data_dir),
+        "last_run": {k: last[0][k] for k in ("run_id", "status", "started_at", "finished_at")} if last else None,
+    }
+    if not args.json:
+        print(f"catalog: {out['documents']} documents, {out['chunks']} chunks ({out['failed']} failed, {out['deleted']} deleted)")
+        for name, n in stores.items():
+            print(f"{name}: {n} vectors in {settings.collection!r}")
+        if last:
+            print(f"last run: {last[0]['run_id']} ({last[0]['status']})")
+    return out
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"run {r['run_id']}",
+        f"  documents: seen {r['seen']}, new {r['new']}, changed {r['changed']}, unchanged {r['unchanged']}, "
+        f"deleted {r['deleted']}, failed {r['failed']}",
+        f"  chunks: {r['chunks']} produced, {r['encoded']} encoded, {r['cache_hits']} from cache",
+        "  stores: " + ", ".join(f"{s} +{r['upserted'].get(s, 0)}/-{r['removed'].get(s, 0)}" for s in r["stores"]),
+        "  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in r["seconds"].items()),
+    ]
+    for uri, reason in r.get("failures", {}).items():
+        lines.append(f"  failed: {uri}: {reason}")
+    return "\n".join(lines)
+
+
+COMMANDS = {"ingest": cmd_ingest, "query": cmd_query, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rag_ops.logs import setup_logging
+
+    try:
+        setup_logging(load_settings().log_level)
+        result = COMMANDS[args.command](args)
+    except RagopsError as exc:
+        print(f"ragops {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

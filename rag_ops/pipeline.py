@@ -1,0 +1,644 @@
+"""The ingest pipeline: discover -> process batches -> write each store -> prune -> commit.
+
+Each step is a plain function taking :class:`~rag_ops.config.Settings` and small references
+(paths of staged files), so Airflow can run them as separate tasks in separate processes and the
+CLI can run them in one. Order and risk, as in DESIGN.md:
+
+* ``discover`` lists the source and compares size/mtime/ETag with the catalog; documents whose
+  metadata did not move are skipped without being read. It writes a plan and batch files under
+  ``data_dir/staging/<run>/``.
+* ``process_batch`` reads, hashes (same bytes as last time: skipped before parsing), parses,
+  cleans, chunks and embeds one batch, and stages chunks + vectors. Bad documents are recorded
+  with their reason; the batch goes on.
+* ``upsert_store`` writes the staged chunks into one store: **new chunks first, then** the
+  deletion of the document's chunks that are no longer produced, so a failed write never loses
+  the previous version.
+* ``prune_deleted`` removes documents absent from a full listing from every store.
+* ``commit_run`` writes the catalog **only after every store accepted the chunks**: a crash
+  anywhere before leaves work to redo (idempotent, by content-derived ids), never a record of
+  work that did not happen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from rag_ops.config import Settings
+from rag_ops.errors import DocumentError, DocumentGone, RagopsError, SourceError
+from rag_ops.identity import content_hash, doc_id_for
+from rag_ops.sources import SourceDocument, open_source
+
+log = logging.getLogger(__name__)
+
+STAGES = ("discover", "read", "parse", "clean", "chunk", "embed")
+STAGING_KEEP_DAYS = 7
+
+
+# ---------------------------------------------------------------------------- runtime
+class Runtime:
+    """Heavy resources (catalog, tokenizer, model, cache, store clients) opened once per process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._catalog = None
+        self._chunker = None
+        self._embedder = None
+        self._cache = None
+        self._stores: dict[str, Any] = {}
+
+    @property
+    def catalog(self):
+        if self._catalog is None:
+            from rag_ops.catalog import Catalog
+
+            self._catalog = Catalog(self.settings.catalog_db_url)
+            self._catalog.migrate()
+        return self._catalog
+
+    @property
+    def chunker(self):
+        if self._chunker is None:
+            from rag_ops.chunk import make_chunker
+
+            self._chunker = make_chunker(self.settings)
+        return self._chunker
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from rag_ops.embed import make_embedder
+
+            self._embedder = make_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from rag_ops.embed import EmbeddingCache
+
+            self._cache = EmbeddingCache(self.settings.cache_path)
+        return self._cache
+
+    def store(self, name: str):
+        if name not in self._stores:
+            from rag_ops.stores import open_store
+
+            self._stores[name] = open_store(name, self.settings)
+        return self._stores[name]
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- plan
+@dataclass
+class Plan:
+    """What one run will do; saved as ``plan.json`` in the run's staging folder."""
+
+    run_id: str
+    run_dir: str
+    source: str
+    full_sync: bool
+    stores: list[str]
+    since: float | None
+    until: float | None
+    batches: list[str]  # batch file paths
+    deleted: list[str]  # doc ids to prune
+    counts: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return str(Path(self.run_dir) / "plan.json")
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def save(self) -> str:
+        Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+        _write_json(Path(self.ref), self.as_dict())
+        return self.ref
+
+    @classmethod
+    def load(cls, ref: str) -> "Plan":
+        path = Path(ref)
+        if path.is_dir():
+            path = path / "plan.json"
+        return cls(**json.loads(path.read_text()))
+
+
+def _safe_run_dir_name(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)[:120]
+
+
+def new_run_id() -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"cli__{now}__{uuid.uuid4().hex[:8]}"
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def discover(
+    settings: Settings,
+    *,
+    source: str | None = None,
+    full_sync: bool = False,
+    since: Any = None,
+    until: Any = None,
+    stores: Iterable[str] | None = None,
+    run_id: str | None = None,
+    runtime: Runtime | None = None,
+) -> Plan:
+    """List the source, decide what needs work, and stage the batches.
+
+    Args:
+        settings: the settings (``batch_size`` documents per batch).
+        source: folder or ``s3://bucket/prefix``; default ``settings.source``.
+        full_sync: consider every document and propagate deletions of documents no longer listed.
+        since, until: a data interval (datetime, ISO string or epoch). Without ``full_sync`` only
+            documents modified in ``[since, until)`` are considered; either may be None (open).
+        stores: stores this run writes; default ``settings.stores``.
+        run_id: the run's id (Airflow's run id); a new one when None.
+        runtime: shared resources; one is made (and closed) when None.
+
+    Returns:
+        The saved :class:`Plan`.
+
+    Raises:
+        SourceError: the source cannot be listed (retryable).
+    """
+    t0 = time.perf_counter()
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    try:
+        source = source or settings.source
+        stores = list(stores or settings.stores)
+        run_id = run_id or new_run_id()
+        lo, hi = (None, None) if full_sync else (_epoch(since), _epoch(until))
+        src = open_source(source, settings)
+        catalog = rt.catalog
+        known = catalog.documents_by_id()
+        listed: list[SourceDocument] = list(src.list_documents())
+        counts: Counter[str] = Counter()
+        entries: list[dict] = []
+        listed_ids: set[str] = set()
+        for doc in listed:
+            did = doc_id_for(doc.uri)
+            listed_ids.add(did)
+            if lo is not None and doc.modified < lo or hi is not None and doc.modified >= hi:
+                continue  # outside this run's data interval
+            counts["seen"] += 1
+            prev = known.get(did)
+            if prev is not None and prev.status != "deleted" and not doc.refused and _same_metadata(prev, doc):
+                if prev.status == "failed" or set(stores) <= prev.stores:
+                    counts["unchanged"] += 1
+                    continue
+            entries.append(
+                {
+                    **doc.as_dict(),
+                    "doc_id": did,
+                    "prev_status": prev.status if prev else None,
+                    "prev_hash": prev.content_hash if prev and prev.status != "deleted" else None,
+                    "prev_error_hash": prev.error_hash if prev else None,
+                    "prev_stores": sorted(prev.stores) if prev else [],
+                }
+            )
+        deleted: list[str] = []
+        if full_sync:
+            prefix = source if source.startswith("s3://") else str(Path(source).expanduser().absolute()).rstrip("/") + "/"
+            deleted = sorted(
+                did for did, row in known.items()
+                if row.status != "deleted" and row.uri.startswith(prefix) and did not in listed_ids
+            )
+        counts["deleted"] = len(deleted)
+        counts["candidates"] = len(entries)
+
+        run_dir = settings.staging_dir / _safe_run_dir_name(run_id)
+        if run_dir.exists():  # a retried discover starts clean
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        batches = []
+        for n, i in enumerate(range(0, len(entries), settings.batch_size)):
+            path = run_dir / f"batch-{n:05d}.json"
+            _write_json(path, {"source": source, "stores": stores, "docs": entries[i : i + settings.batch_size]})
+            batches.append(str(path))
+        plan = Plan(
+            run_id=run_id, run_dir=str(run_dir), source=source, full_sync=full_sync, stores=stores,
+            since=lo, until=hi, batches=batches, deleted=deleted, counts=dict(counts),
+            seconds={"discover": round(time.perf_counter() - t0, 4)},
+        )
+        plan.save()
+        catalog.start_run(run_id, source, full_sync)
+        _clean_old_staging(settings.staging_dir, keep=run_dir)
+        log.info(
+            "discover: %d listed, %d in scope, %d unchanged (skipped unread), %d to process in %d batch(es), %d deleted",
+            len(listed), counts["seen"], counts["unchanged"], len(entries), len(batches), len(deleted),
+        )
+        return plan
+    finally:
+        if own:
+            rt.close()
+
+
+def _same_metadata(prev, doc: SourceDocument) -> bool:
+    if prev.size_bytes != doc.size:
+        return False
+    if doc.etag and prev.etag:
+        return prev.etag == doc.etag
+    return prev.modified_at == doc.modified
+
+
+def _clean_old_staging(staging: Path, keep: Path) -> None:
+    cutoff = time.time() - STAGING_KEEP_DAYS * 86400
+    for p in staging.iterdir():
+        if p != keep and p.is_dir() and p.stat().st_mtime < cutoff:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- process
+def _result_paths(batch_ref: str) -> tuple[Path, Path]:
+    base = Path(batch_ref)
+    stem = base.name[: -len(".json")]
+    return base.with_name(stem + ".result.json"), base.with_name(stem + ".vectors.npy")
+
+
+def process_batch(settings: Settings, batch_ref: str, runtime: Runtime | None = None) -> dict:
+    """Read, parse, clean, chunk and embed one staged batch.
+
+    Returns:
+        ``{"batch": ref, "result": path, "counts": {...}, "seconds": {...}}`` (small: XCom-safe).
+
+    Raises:
+        SourceError: the source could not be read for a reason a retry may fix.
+        EmbeddingError: the model failed.
+    """
+    from rag_ops.clean import clean_blocks
+    from rag_ops.parse import parse_document
+
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    try:
+        batch = json.loads(Path(batch_ref).read_text())
+        src = open_source(batch["source"], settings)
+        stores = batch["stores"]
+        secs: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
+        outcomes: list[dict] = []
+        chunk_rows: list[dict] = []
+
+        for entry in batch["docs"]:
+            doc = SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
+            base = {
+                "doc_id": entry["doc_id"], "uri": doc.uri, "size": doc.size, "modified": doc.modified,
+                "etag": doc.etag, "prev_stores": entry["prev_stores"],
+            }
+            stage = "list"
+            try:
+                if doc.refused:
+                    raise DocumentError(doc.refused)
+                stage = "read"
+                t = time.perf_counter()
+                data = src.read(doc, settings.max_document_bytes)
+                h = content_hash(data)
+                base["size"] = len(data)
+                secs["read"] += time.perf_counter() - t
+                base["content_hash"] = h
+                if entry["prev_status"] == "failed" and h == entry["prev_error_hash"]:
+                    outcomes.append({**base, "outcome": "unchanged"})  # still the bytes that failed
+                    counts["unchanged"] += 1
+                    continue
+                same_content = h == entry["prev_hash"] and entry["prev_status"] == "indexed"
+                if same_content and set(stores) <= set(entry["prev_stores"]):
+                    outcomes.append({**base, "outcome": "unchanged"})  # touched: mtime moved, bytes did not
+                    counts["unchanged"] += 1
+                    continue
+                stage = "parse"
+                t = time.perf_counter()
+                blocks = parse_document(
+                    data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages
+                )
+                del data
+                secs["parse"] += time.perf_counter() - t
+                stage = "clean"
+                t = time.perf_counter()
+                blocks = clean_blocks(blocks)
+                secs["clean"] += time.perf_counter() - t
+                n_chars = sum(len(b.text) for b in blocks)
+                if not blocks:
+                    raise DocumentError("no text left after cleaning (only page numbers, headers or symbols)")
+                if n_chars > settings.max_document_chars:
+                    raise DocumentError(
+                        f"extracted text is {n_chars:,} characters, over the max_document_chars cap of "
+                        f"{settings.max_document_chars:,}"
+                    )
+                stage = "chunk"
+                t = time.perf_counter()
+                chunks = rt.chunker.chunk_document(entry["doc_id"], doc.uri, blocks)
+                secs["chunk"] += time.perf_counter() - t
+                if not chunks:
+                    raise DocumentError("no chunks were produced")
+            except DocumentGone as exc:
+                outcomes.append({**base, "outcome": "failed", "error_stage": stage, "error": str(exc), "gone": True})
+                counts["failed"] += 1
+                log.warning("skipped %s (%s): %s", doc.uri, stage, exc)
+                continue
+            except DocumentError as exc:
+                outcomes.append({**base, "outcome": "failed", "error_stage": stage, "error": str(exc)})
+                counts["failed"] += 1
+                log.warning("failed %s at %s: %s", doc.uri, stage, exc)
+                continue
+            except SourceError:
+                raise  # the source itself is failing: let the task retry
+            if same_content:
+                outcome = "restored"  # same bytes, but a requested store lacks them
+            elif entry["prev_status"] in ("indexed", "failed"):
+                outcome = "changed"
+            else:
+                outcome = "new"
+            counts[outcome] += 1
+            first = len(chunk_rows)
+            chunk_rows.extend(c.as_dict() for c in chunks)
+            outcomes.append({**base, "outcome": outcome, "chunk_rows": [first, len(chunk_rows)]})
+
+        t = time.perf_counter()
+        if chunk_rows:
+            res = rt.embedder.embed([c["text"] for c in chunk_rows], [c["text_hash"] for c in chunk_rows], rt.cache)
+            vectors = res.vectors
+            counts["encoded"] += res.encoded
+            counts["cache_hits"] += res.cache_hits
+        else:
+            vectors = np.zeros((0, 0), dtype=np.float32)
+        secs["embed"] += time.perf_counter() - t
+        counts["chunks"] = len(chunk_rows)
+
+        result_path, vectors_path = _result_paths(batch_ref)
+        np.save(vectors_path, vectors)
+        out = {
+            "batch": batch_ref,
+            "result": str(result_path),
+            "counts": dict(counts),
+            "seconds": {k: round(v, 4) for k, v in secs.items()},
+        }
+        _write_json(result_path, {**out, "docs": outcomes, "chunks": chunk_rows, "vectors": str(vectors_path)})
+        log.info(
+            "batch %s: %d docs -> %d new, %d changed, %d unchanged, %d failed; %d chunks, %d encoded, %d from cache (%.1fs)",
+            Path(batch_ref).name, len(batch["docs"]), counts["new"], counts["changed"], counts["unchanged"],
+            counts["failed"], len(chunk_rows), counts["encoded"], counts["cache_hits"], sum(secs.values()),
+        )
+        return out
+    finally:
+        if own:
+            rt.close()
+
+
+def _load_result(batch_ref: str) -> tuple[dict, np.ndarray]:
+    result_path, _ = _result_paths(batch_ref)
+    if not result_path.exists():
+        raise RagopsError(f"batch {Path(batch_ref).name} has no staged result: was process_batch run for it?")
+    result = json.loads(result_path.read_text())
+    return result, np.load(result["vectors"])
+
+
+# ---------------------------------------------------------------------------- stores
+def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Runtime | None = None) -> dict:
+    """Write every staged batch of a run into one store: upsert new chunks, then drop stale ones.
+
+    Only chunk ids the store does not hold yet are written (ids come from content, so a held id
+    holds the same text and vector). Stale chunks of changed documents are deleted after the
+    upsert succeeded.
+
+    Returns:
+        ``{"store", "upserted", "removed", "seconds"}``.
+
+    Raises:
+        StoreError: the store is unreachable or refused (retryable).
+    """
+    from rag_ops.stores import StoredChunk
+
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    t0 = time.perf_counter()
+    upserted = removed = 0
+    try:
+        plan = Plan.load(plan_ref)
+        store = rt.store(store_name)
+        for batch_ref in plan.batches:
+            result, vectors = _load_result(batch_ref)
+            docs = [d for d in result["docs"] if d["outcome"] in ("new", "changed", "restored")]
+            if not docs:
+                continue
+            existing = store.ids_by_doc([d["doc_id"] for d in docs])
+            rows, idx, stale = [], [], []
+            for d in docs:
+                lo, hi = d["chunk_rows"]
+                have = existing.get(d["doc_id"], set())
+                produced = set()
+                for i in range(lo, hi):
+                    c = result["chunks"][i]
+                    produced.add(c["chunk_id"])
+                    if c["chunk_id"] not in have:
+                        rows.append(
+                            StoredChunk(
+                                id=c["chunk_id"], text=c["text"], doc_id=c["doc_id"], source_uri=c["source_uri"],
+                                seq=c["seq"], page=c["page"], section=c["section"],
+                            )
+                        )
+                        idx.append(i)
+                stale.extend(sorted(have - produced))
+            if rows:
+                store.ensure_collection(int(vectors.shape[1]))
+                upserted += store.upsert(rows, vectors[idx])
+            # only after the new chunks are in: remove what the documents no longer produce
+            if stale:
+                removed += store.delete_ids(stale)
+            log.info("%s: %s -> %d upserted, %d stale removed", store_name, Path(batch_ref).name, len(rows), len(stale))
+        return {"store": store_name, "upserted": upserted, "removed": removed, "seconds": round(time.perf_counter() - t0, 4)}
+    finally:
+        if own:
+            rt.close()
+
+
+def prune_deleted(settings: Settings, plan_ref: str, runtime: Runtime | None = None) -> dict:
+    """Remove the chunks of documents no longer in the source from every store of the run.
+
+    Returns:
+        ``{"removed": {store: chunks removed}, "seconds": s}``.
+    """
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    t0 = time.perf_counter()
+    try:
+        plan = Plan.load(plan_ref)
+        removed = {}
+        for name in plan.stores:
+            removed[name] = rt.store(name).delete_docs(plan.deleted) if plan.deleted else 0
+        if plan.deleted:
+            log.info("prune: %d deleted documents -> removed %s", len(plan.deleted), removed)
+        return {"removed": removed, "seconds": round(time.perf_counter() - t0, 4)}
+    finally:
+        if own:
+            rt.close()
+
+
+# ---------------------------------------------------------------------------- commit
+def commit_run(
+    settings: Settings,
+    plan_ref: str,
+    store_results: list[dict],
+    prune_result: dict | None = None,
+    runtime: Runtime | None = None,
+    keep_staging: bool = False,
+) -> dict:
+    """Record the run in the catalog (after every store accepted it) and return the report.
+
+    Returns:
+        The run report: ``seen, new, changed, unchanged, deleted, failed, chunks, encoded,
+        cache_hits`` (ints), ``upserted`` and ``removed`` (store -> count), ``seconds``
+        (stage -> seconds), plus ``run_id``, ``restored`` and ``failures`` (uri -> reason).
+    """
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    t0 = time.perf_counter()
+    try:
+        plan = Plan.load(plan_ref)
+        indexed, failed, touched = [], [], []
+        counts: Counter[str] = Counter()
+        seconds: Counter[str] = Counter(plan.seconds)
+        failures: dict[str, str] = {}
+        for batch_ref in plan.batches:
+            result, _ = _load_result(batch_ref)
+            counts.update(result["counts"])
+            seconds.update(result["seconds"])
+            for d in result["docs"]:
+                if d["outcome"] in ("new", "changed", "restored"):
+                    lo, hi = d["chunk_rows"]
+                    # changed content lives only in this run's stores; restored content keeps the old ones
+                    prev_stores = set(d["prev_stores"]) if d["outcome"] == "restored" else set()
+                    indexed.append({**d, "chunks": result["chunks"][lo:hi], "stores": prev_stores | set(plan.stores)})
+                elif d["outcome"] == "failed":
+                    failures[d["uri"]] = f"{d['error_stage']}: {d['error']}"
+                    if not d.get("gone"):
+                        failed.append(d)
+                elif d["outcome"] == "unchanged":
+                    touched.append(d)
+        upserted = {r["store"]: r["upserted"] for r in store_results}
+        removed = {r["store"]: r["removed"] for r in store_results}
+        for r in store_results:
+            seconds[f"upsert_{r['store']}"] += r["seconds"]
+        if prune_result:
+            for name, n in prune_result["removed"].items():
+                removed[name] = removed.get(name, 0) + n
+            seconds["prune"] += prune_result["seconds"]
+        missing = [s for s in plan.stores if s not in upserted]
+        if missing:
+            raise RagopsError(f"no upsert result for store(s) {missing}: refusing to commit the catalog")
+
+        rt.catalog.write_results(indexed=indexed, failed=failed, touched=touched, deleted=plan.deleted, run_id=plan.run_id)
+        seconds["commit"] += time.perf_counter() - t0
+        report = {
+            "run_id": plan.run_id,
+            "source": plan.source,
+            "full_sync": plan.full_sync,
+            "stores": plan.stores,
+            "seen": plan.counts.get("seen", 0),
+            "new": counts["new"],
+            "changed": counts["changed"],
+            "restored": counts["restored"],
+            "unchanged": plan.counts.get("unchanged", 0) + counts["unchanged"],
+            "deleted": len(plan.deleted),
+            "failed": counts["failed"],
+            "chunks": counts["chunks"],
+            "encoded": counts["encoded"],
+            "cache_hits": counts["cache_hits"],
+            "upserted": upserted,
+            "removed": removed,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "failures": failures,
+        }
+        rt.catalog.finish_run(plan.run_id, report)
+        if not keep_staging:
+            shutil.rmtree(plan.run_dir, ignore_errors=True)
+        log.info(
+            "run %s: seen %d, new %d, changed %d, unchanged %d, deleted %d, failed %d; chunks %d, encoded %d, "
+            "cache hits %d; upserted %s, removed %s",
+            plan.run_id, report["seen"], report["new"], report["changed"], report["unchanged"], report["deleted"],
+            report["failed"], report["chunks"], report["encoded"], report["cache_hits"], upserted, removed,
+        )
+        return report
+    finally:
+        if own:
+            rt.close()
+
+
+# ---------------------------------------------------------------------------- all in one
+def ingest(
+    settings: Settings,
+    *,
+    source: str | None = None,
+    full_sync: bool = False,
+    stores: Iterable[str] | None = None,
+    since: Any = None,
+    until: Any = None,
+    run_id: str | None = None,
+    runtime: Runtime | None = None,
+) -> dict:
+    """Run the whole pipeline in this process (what the CLI does). Returns the run report."""
+    t0 = time.perf_counter()
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    try:
+        plan = discover(
+            settings, source=source, full_sync=full_sync, since=since, until=until, stores=stores,
+            run_id=run_id, runtime=rt,
+        )
+        for n, ref in enumerate(plan.batches, 1):
+            log.info("processing batch %d/%d", n, len(plan.batches))
+            process_batch(settings, ref, runtime=rt)
+        store_results = [upsert_store(settings, name, plan.ref, runtime=rt) for name in plan.stores]
+        pruned = prune_deleted(settings, plan.ref, runtime=rt)
+        report = commit_run(settings, plan.ref, store_results, pruned, runtime=rt)
+        report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        return report
+    finally:
+        if own:
+            rt.close()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)

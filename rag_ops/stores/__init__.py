@@ -1,0 +1,43 @@
+"""Vector stores. :func:`open_store` is the only place that branches on the backend."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from rag_ops.errors import ConfigError
+from rag_ops.stores.base import Hit, StoredChunk, VectorStore
+
+if TYPE_CHECKING:
+    from rag_ops.config import Settings
+
+__all__ = ["Hit", "StoredChunk", "VectorStore", "open_store"]
+
+
+def open_store(name: str, settings: "Settings", collection: str | None = None) -> VectorStore:
+    """The store called ``name`` ("chroma" or "milvus") for the settings' collection."""
+    collection = collection or settings.collection
+    if name == "chroma":
+        from rag_ops.stores.chroma import ChromaStore
+
+        return ChromaStore(
+            collection,
+            path=str(settings.chroma_path),
+            host=settings.chroma_host,
+            port=settings.chroma_port,
+            hnsw_m=settings.chroma_hnsw_m,
+            ef_construction=settings.chroma_hnsw_ef_construction,
+            ef_search=settings.chroma_hnsw_ef_search,
+        )
+    if name == "milvus":
+        from rag_ops.stores.milvus import MilvusStore
+
+        return MilvusStore(
+            collection,
+            uri=settings.milvus_target,
+            token=settings.milvus_token.reveal(),
+            index_type=settings.milvus_index_type,
+            index_params=json.loads(settings.milvus_index_params),
+            search_params=json.loads(settings.milvus_search_params),
+        )
+    raise ConfigError(f"unknown store {name!r}; known: chroma, milvus")

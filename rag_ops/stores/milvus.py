@@ -1,0 +1,220 @@
+"""Milvus: a Milvus Lite file under the data dir by default, or a server URI.
+
+The index type and its parameters are settings (``FLAT`` by default: exact search, which is
+what Milvus Lite does well at this scale; pick ``HNSW``/``IVF_FLAT`` on a server and let the
+recall benchmark judge). Metric is COSINE, so ``score`` is the similarity itself. Writes use
+``upsert``: in Milvus an ``insert`` with an existing primary key adds a second row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rag_ops.logs import quiet_library_noise
+from rag_ops.stores.base import Hit, StoredChunk, VectorStore
+
+quiet_library_noise()
+
+BATCH = 1000
+MAX_TEXT_BYTES = 65535
+MAX_URI_BYTES = 4096
+MAX_SECTION_BYTES = 1024
+OUTPUT_FIELDS = ["id", "text", "doc_id", "source_uri", "seq", "page", "section"]
+
+
+class MilvusStore(VectorStore):
+    name = "milvus"
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        uri: str,
+        token: str = "",
+        index_type: str = "FLAT",
+        index_params: dict | None = None,
+        search_params: dict | None = None,
+    ):
+        self.collection = collection
+        self._uri = uri
+        self._token = token
+        self._index_type = index_type
+        self._index_params = index_params or {}
+        self._search_params = search_params or {}
+        self._client = None
+
+    @property
+    def is_lite(self) -> bool:
+        return not self._uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    @property
+    def address(self) -> str:
+        if self.is_lite:
+            return self._uri
+        return self._uri.split("@")[-1]  # drop any user:password@ part
+
+    @property
+    def client(self):
+        if self._client is None:
+            with self.guard("connect"):
+                from pymilvus import MilvusClient
+
+                if self.is_lite:
+                    Path(self._uri).parent.mkdir(parents=True, exist_ok=True)
+                kwargs = {"uri": self._uri}
+                if self._token:
+                    kwargs["token"] = self._token
+                if not self.is_lite:
+                    kwargs["timeout"] = 10
+                self._client = MilvusClient(**kwargs)
+        return self._client
+
+    def exists(self) -> bool:
+        with self.guard("check the collection"):
+            return bool(self.client.has_collection(self.collection))
+
+    def ensure_collection(self, dim: int) -> None:
+        if self.exists():
+            return
+        from pymilvus import DataType
+
+        with self.guard("create the collection"):
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+            schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+            schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
+            schema.add_field("source_uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
+            schema.add_field("seq", DataType.INT64)
+            schema.add_field("page", DataType.INT64, nullable=True)
+            schema.add_field("section", DataType.VARCHAR, max_length=MAX_SECTION_BYTES, nullable=True)
+            index = self.client.prepare_index_params()
+            index.add_index(
+                field_name="vector", index_type=self._index_type, metric_type="COSINE", params=dict(self._index_params)
+            )
+            index.add_index(field_name="doc_id", index_type="INVERTED") if not self.is_lite else None
+            self.client.create_collection(
+                self.collection, schema=schema, index_params=index, consistency_level="Strong"
+            )
+
+    def upsert(self, chunks: Sequence[StoredChunk], vectors: np.ndarray) -> int:
+        if not chunks:
+            return 0
+        self.ensure_collection(int(vectors.shape[1]))
+        with self.guard(f"upsert {len(chunks)} chunks"):
+            for i in range(0, len(chunks), BATCH):
+                rows = [
+                    {
+                        "id": c.id,
+                        "vector": np.asarray(v, dtype=np.float32).tolist(),
+                        "text": _clip(c.text, MAX_TEXT_BYTES),
+                        "doc_id": c.doc_id,
+                        "source_uri": _clip(c.source_uri, MAX_URI_BYTES),
+                        "seq": int(c.seq),
+                        "page": None if c.page is None else int(c.page),
+                        "section": None if not c.section else _clip(c.section, MAX_SECTION_BYTES),
+                    }
+                    for c, v in zip(chunks[i : i + BATCH], vectors[i : i + BATCH])
+                ]
+                self.client.upsert(self.collection, data=rows)
+        return len(chunks)
+
+    def delete_ids(self, ids: Sequence[str]) -> int:
+        if not ids or not self.exists():
+            return 0
+        with self.guard(f"delete {len(ids)} chunks"):
+            for i in range(0, len(ids), BATCH):
+                self.client.delete(self.collection, ids=list(ids[i : i + BATCH]))
+        return len(ids)
+
+    def _query_all(self, filter_expr: str, fields: list[str]) -> list[dict]:
+        rows: list[dict] = []
+        it = self.client.query_iterator(self.collection, batch_size=1000, filter=filter_expr, output_fields=fields)
+        try:
+            while True:
+                page = it.next()
+                if not page:
+                    return rows
+                rows.extend(page)
+        finally:
+            it.close()
+
+    def ids_by_doc(self, doc_ids: Sequence[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        if not doc_ids or not self.exists():
+            return out
+        with self.guard("look up chunk ids"):
+            for i in range(0, len(doc_ids), 200):
+                part = [d for d in doc_ids[i : i + 200]]
+                expr = "doc_id in [" + ",".join(f'"{_quote(d)}"' for d in part) + "]"
+                for row in self._query_all(expr, ["id", "doc_id"]):
+                    out.setdefault(row["doc_id"], set()).add(row["id"])
+        return out
+
+    def all_ids(self) -> set[str]:
+        if not self.exists():
+            return set()
+        with self.guard("list all ids"):
+            return {row["id"] for row in self._query_all('id != ""', ["id"])}
+
+    def query(self, vector: np.ndarray, k: int = 5) -> list[Hit]:
+        if not self.exists():
+            return []
+        with self.guard("query"):
+            res = self.client.search(
+                self.collection,
+                data=[np.asarray(vector, dtype=np.float32).tolist()],
+                limit=k,
+                output_fields=OUTPUT_FIELDS[1:],
+                search_params={"metric_type": "COSINE", "params": dict(self._search_params)},
+            )
+        hits = []
+        for h in res[0]:
+            e = h.get("entity", h)
+            hits.append(
+                Hit(
+                    id=str(h.get("id", e.get("id"))),
+                    score=float(h["distance"]),
+                    text=e.get("text", ""),
+                    doc_id=e.get("doc_id", ""),
+                    source_uri=e.get("source_uri", ""),
+                    seq=int(e.get("seq", 0)),
+                    page=e.get("page"),
+                    section=e.get("section"),
+                )
+            )
+        return hits
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        with self.guard("count"):
+            res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def drop(self) -> None:
+        if self.exists():
+            with self.guard("drop the collection"):
+                self.client.drop_collection(self.collection)
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the real outcome
+                pass
+            self._client = None
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,99 @@
+"""Shared fixtures. Everything is real: stores on tmp_path, the packaged model, real files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag_ops.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+DOCS = {
+    "robots/battery.txt": (
+        "R7 Battery Swap\n\n"
+        "To swap the R7 battery, park the robot at a charging bay and engage the parking brake. "
+        "Press the red release latch on the left flank and slide the pack out on its rails. "
+        "Insert the fresh pack until the latch clicks; the status ring turns green within ten seconds. "
+        "A trained technician needs about four minutes for the whole swap.\n"
+    ),
+    "policies/travel.md": (
+        "# Travel policy\n\n"
+        "Hotel nights are reimbursed up to 180 EUR per night in Europe and 220 USD in North America. "
+        "Book through the travel portal at least fourteen days ahead.\n\n"
+        "## Meals\n\nMeals are covered up to 60 EUR per day with itemised receipts.\n"
+    ),
+    "support/api.html": (
+        "<html><head><title>API limits</title></head><body><h1>API rate limits</h1>"
+        "<p>The fleet API accepts 600 requests per minute per token. Bursts above the limit receive "
+        "HTTP 429 with a Retry-After header.</p><h2>Pagination</h2><p>List endpoints return 100 items "
+        "per page and a cursor for the next page.</p></body></html>"
+    ),
+}
+
+
+def write_corpus(root: Path, docs: dict[str, str] = DOCS) -> Path:
+    for rel, text in docs.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "src")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, corpus: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", source=str(corpus), batch_size=2)
+
+
+def postgres_url() -> str | None:
+    """The local PostgreSQL test database, or None when no server answers."""
+    url = os.environ.get("RAGOPS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    try:
+        import sqlalchemy as sa
+
+        eng = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with eng.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return url
+    except Exception:
+        return None
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL schema for one test (dropped afterwards)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = postgres_url()
+    if base is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432 (database test)")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    eng = sa.create_engine(base)
+    with eng.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with eng.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return REPO / "samples" / "corpus"
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
