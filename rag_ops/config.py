@@ -106,6 +106,7 @@ class Settings:
     chunk_overlap: int = 32
     # batching and caps
     batch_size: int = 200  # documents per processing batch (one Airflow mapped task each)
+    parallel_batches: int = 2  # mapped process_batch tasks running at once in one DAG run
     max_document_bytes: int = 50 * 1024 * 1024
     max_document_chars: int = 5_000_000
     max_pdf_pages: int = 2_000

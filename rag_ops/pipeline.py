@@ -157,6 +157,11 @@ def _safe_run_dir_name(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)[:120]
 
 
+def plan_ref_for(settings: Settings, run_id: str) -> str:
+    """Where ``discover`` saves the plan of a run (so later tasks need only the run id)."""
+    return str(settings.staging_dir / _safe_run_dir_name(run_id) / "plan.json")
+
+
 def new_run_id() -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"cli__{now}__{uuid.uuid4().hex[:8]}"

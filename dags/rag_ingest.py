@@ -1,0 +1,108 @@
+"""
+### rag_ingest — keep the vector indexes in step with the documents
+
+`discover_documents` → `process_batch` (mapped, one per batch: read, parse, clean, chunk, embed)
+→ `upsert_chroma`, `upsert_milvus` (one writer per store; a store not selected in `stores` is
+skipped) → `prune_deleted` → `commit_catalog` (updates the `ragops://index/…` asset).
+
+**What a run processes**
+- *Scheduled and backfill runs*: documents modified in the run's data interval (a day).
+- *Manual runs* (Trigger button, REST API): every new or changed document.
+- *full_sync*: every document, and documents gone from the source are removed from the stores.
+  Unchanged documents are skipped before parsing; an unchanged chunk is never encoded twice.
+
+**Params**: `source` (folder or `s3://bucket/prefix`, empty = `RAGOPS_SOURCE`), `full_sync`,
+`batch_size`, `stores`, `scope` (`auto` | `interval` | `all`).
+
+Embedded stores take one writer at a time: there is one upsert task per store, which
+consumes every staged batch. Settings come from `RAGOPS_*` variables (see the README).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from rag_ops.config import KNOWN_STORES, load_settings
+
+SETTINGS = load_settings()  # cheap: reads RAGOPS_* only, imports no heavy library
+STORE_NAMES = KNOWN_STORES
+INDEX_ASSET = Asset(name=f"ragops_index_{SETTINGS.collection}", uri=f"ragops://index/{SETTINGS.collection}")
+
+default_args = {
+    "owner": "ragops",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+@dag(
+    dag_id="rag_ingest",
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["ragops", "ingest"],
+    doc_md=__doc__,
+    params={
+        "source": Param("", type="string", title="Source", description="Folder or s3://bucket/prefix; empty = RAGOPS_SOURCE"),
+        "full_sync": Param(False, type="boolean", title="Full sync", description="List everything and remove deleted documents"),
+        "batch_size": Param(SETTINGS.batch_size, type="integer", minimum=1, maximum=10000, title="Documents per batch"),
+        "stores": Param(list(SETTINGS.stores), type="array", items={"type": "string", "enum": ["chroma", "milvus"]},
+                        title="Vector stores", description="Stores to write"),
+        "scope": Param("auto", type="string", enum=["auto", "interval", "all"], title="Scope",
+                       description="auto: data interval for scheduled/backfill runs, everything changed for manual runs"),
+    },
+)
+def rag_ingest():
+    @task
+    def discover_documents() -> list[str]:
+        """List the source, skip unchanged documents, stage batches; returns batch file paths."""
+        from rag_ops import airflow as adapter
+
+        return adapter.discover(get_current_context())
+
+    @task(max_active_tis_per_dagrun=SETTINGS.parallel_batches, map_index_template="{{ batch_name }}")
+    def process_batch(batch_ref: str) -> dict:
+        """Read, parse, clean, chunk and embed one batch (bad documents are recorded, not fatal)."""
+        from rag_ops import airflow as adapter
+
+        return adapter.process_batch(get_current_context(), batch_ref)
+
+    def upsert_task(store: str):
+        @task(task_id=f"upsert_{store}", trigger_rule="none_failed")
+        def upsert() -> dict:
+            """Write the staged chunks into this store (skipped when the store is not selected)."""
+            from rag_ops import airflow as adapter
+
+            return adapter.upsert_store(get_current_context(), store)
+
+        return upsert()
+
+    @task(trigger_rule="none_failed")
+    def prune_deleted() -> dict:
+        """Remove documents gone from the source (full sync only) from every selected store."""
+        from rag_ops import airflow as adapter
+
+        return adapter.prune_deleted(get_current_context())
+
+    @task(trigger_rule="none_failed", outlets=[INDEX_ASSET])
+    def commit_catalog() -> dict:
+        """Record the run in the catalog, after every store accepted it; returns the run report."""
+        from rag_ops import airflow as adapter
+
+        return adapter.commit_catalog(get_current_context(), [f"upsert_{s}" for s in STORE_NAMES])
+
+    batches = discover_documents()
+    processed = process_batch.expand(batch_ref=batches)
+    writes = [upsert_task(store) for store in STORE_NAMES]
+    pruned = prune_deleted()
+    processed >> writes >> pruned >> commit_catalog()
+
+
+rag_ingest()

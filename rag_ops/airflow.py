@@ -1,0 +1,139 @@
+"""The one adapter between Airflow and rag_ops (the only module that imports Airflow).
+
+Task bodies in ``dags/`` call these functions with the task context. They turn DAG params into
+:class:`~rag_ops.config.Settings`, decide the run's document window from the run type, and
+translate ragops errors into Airflow's: a retryable error becomes ``AirflowException`` (Airflow
+retries with backoff), any other ``AirflowFailException`` (no retry can help).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+
+from rag_ops.config import Settings, load_settings
+from rag_ops.errors import RagopsError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Re-raise RagopsError as AirflowException (retryable) or AirflowFailException."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        try:
+            return fn(*args, **kwargs)
+        except RagopsError as exc:
+            kind = AirflowException if exc.retryable else AirflowFailException
+            raise kind(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def settings_from_params(params: dict[str, Any]) -> Settings:
+    """Settings from the environment with the run's params on top (empty params keep defaults)."""
+    from rag_ops.logs import quiet_library_noise
+
+    quiet_library_noise()
+    stores = params.get("stores") or None
+    return load_settings(
+        source=params.get("source") or None,
+        batch_size=params.get("batch_size") or None,
+        stores=tuple(stores) if stores else None,
+    )
+
+
+def run_window(context: dict[str, Any]) -> tuple[Any, Any, str]:
+    """The document window of this run: ``(since, until, why)``.
+
+    * ``full_sync`` param: everything (and deletions), whatever the run type.
+    * ``scope`` param ``all``: everything changed, no window.
+    * ``scope`` ``interval``, or ``auto`` on a scheduled or backfill run: documents modified in
+      the run's data interval ``[data_interval_start, data_interval_end)``.
+    * ``auto`` on a manual run (UI trigger, REST, ``dags test``): everything changed, because a
+      manual run has no meaningful interval of its own.
+    """
+    params = context["params"]
+    if params.get("full_sync"):
+        return None, None, "full sync: every document, deletions propagated"
+    scope = params.get("scope", "auto")
+    run_type = str(getattr(context.get("dag_run"), "run_type", "") or "").lower()
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    use_interval = scope == "interval" or (scope == "auto" and ("scheduled" in run_type or "backfill" in run_type))
+    if use_interval and start is not None and end is not None and start < end:
+        return start, end, f"documents modified in [{start}, {end}) ({run_type or 'run'})"
+    return None, None, f"every new or changed document ({run_type or 'run'}, scope={scope})"
+
+
+def _plan_ref(context: dict[str, Any]) -> str:
+    from rag_ops import pipeline
+
+    return pipeline.plan_ref_for(settings_from_params(context["params"]), context["run_id"])
+
+
+@translate_errors
+def discover(context: dict[str, Any]) -> list[str]:
+    """Stage the run's batches; returns their paths (the list ``process_batch`` maps over)."""
+    from rag_ops import pipeline
+
+    params = context["params"]
+    settings = settings_from_params(params)
+    since, until, why = run_window(context)
+    log.info("discover: %s; source %s; stores %s", why, settings.source, ",".join(settings.stores))
+    plan = pipeline.discover(
+        settings,
+        full_sync=bool(params.get("full_sync")),
+        since=since,
+        until=until,
+        run_id=context["run_id"],
+    )
+    return plan.batches
+
+
+@translate_errors
+def process_batch(context: dict[str, Any], batch_ref: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    from rag_ops import pipeline
+
+    context["batch_name"] = Path(batch_ref).stem  # shown as the map index in the UI
+    return pipeline.process_batch(settings_from_params(context["params"]), batch_ref)
+
+
+@translate_errors
+def upsert_store(context: dict[str, Any], store: str) -> dict[str, Any]:
+    """Write the run's staged batches into ``store``; skip the task if the run does not use it."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from rag_ops import pipeline
+
+    settings = settings_from_params(context["params"])
+    if store not in settings.stores:
+        raise AirflowSkipException(f"store {store!r} is not selected for this run (stores={list(settings.stores)})")
+    return pipeline.upsert_store(settings, store, _plan_ref(context))
+
+
+@translate_errors
+def prune_deleted(context: dict[str, Any]) -> dict[str, Any]:
+    from rag_ops import pipeline
+
+    return pipeline.prune_deleted(settings_from_params(context["params"]), _plan_ref(context))
+
+
+@translate_errors
+def commit_catalog(context: dict[str, Any], upsert_task_ids: list[str]) -> dict:
+    """Record the run in the catalog once every selected store has accepted it."""
+    from rag_ops import pipeline
+    from rag_ops.cli import format_report
+
+    ti = context["ti"]
+    store_results = [r for r in (ti.xcom_pull(task_ids=tid) for tid in upsert_task_ids) if r]
+    prune_result = ti.xcom_pull(task_ids="prune_deleted")
+    report = pipeline.commit_run(settings_from_params(context["params"]), _plan_ref(context), store_results, prune_result)
+    log.info("run report:\n%s", format_report(report))
+    return report
