@@ -35,7 +35,7 @@ default_args = {
     "owner": "ragops",
     "retries": 3,
     "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": True,
+    "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3.3 (True is read back as 2.0)
     "max_retry_delay": timedelta(minutes=10),
 }
 

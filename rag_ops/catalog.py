@@ -67,7 +67,7 @@ runs = sa.Table(
 
 
 def utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,11 @@ class Catalog:
         except Exception as exc:
             raise CatalogError(f"cannot open the catalog ({_safe_url(url)}): {exc}") from exc
         if self.dialect == "sqlite":
+            # Python's sqlite3 driver opens no transaction before DDL, so a failed migration would
+            # leave half its tables behind. SQLAlchemy's documented recipe: let the driver do no
+            # transaction handling and emit BEGIN ourselves; SQLite then rolls DDL back too.
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
 
     @property
     def dialect(self) -> str:
@@ -174,7 +178,9 @@ class Catalog:
         if uri_prefix:
             stmt = stmt.where(documents.c.uri.startswith(uri_prefix, autoescape=True))
         with self._read() as conn:
-            return {r["doc_id"]: _doc(r) for r in conn.execute(stmt).mappings()}
+            rows = [_doc(r) for r in conn.execute(stmt).mappings()]
+        # SQLite's LIKE ignores case: keep only exact (case-sensitive) prefix matches
+        return {r.doc_id: r for r in rows if not uri_prefix or r.uri.startswith(uri_prefix)}
 
     def chunks_of(self, doc_ids: Sequence[str]) -> dict[str, list[ChunkRow]]:
         out: dict[str, list[ChunkRow]] = {}
@@ -356,6 +362,7 @@ def _doc_values(d: dict, *, status: str, run_id: str, now: str, chunk_count: int
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=60000")

@@ -19,6 +19,7 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), No
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
+_PDF_CID = re.compile(r"\(cid:\d+\)")
 _PAGE_NUMBER = re.compile(
     r"^(?:page\s*)?[-–—(\[]?\s*\d{1,4}\s*[-–—)\]]?(?:\s*(?:of|/)\s*\d{1,4})?$", re.IGNORECASE
 )
@@ -27,6 +28,11 @@ _PAGE_NUMBER = re.compile(
 def normalize_unicode(text: str) -> str:
     """NFKC (ligatures, full-width forms, compatibility characters) and no zero-width chars."""
     return unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH)
+
+
+def drop_pdf_cid_codes(text: str) -> str:
+    """Remove ``(cid:127)``-style codes pdfminer emits for glyphs it cannot map (bullets, dingbats)."""
+    return _PDF_CID.sub(" ", text)
 
 
 def normalize_whitespace(text: str) -> str:
@@ -79,7 +85,7 @@ def _line_key(text: str) -> str:
     return re.sub(r"\d+", "#", text.casefold()).strip()
 
 
-TEXT_CLEANERS: list[Callable[[str], str]] = [normalize_unicode, normalize_whitespace]
+TEXT_CLEANERS: list[Callable[[str], str]] = [normalize_unicode, drop_pdf_cid_codes, normalize_whitespace]
 BLOCK_CLEANERS: list[Callable[[list[Block]], list[Block]]] = [
     drop_empty,
     drop_page_numbers,

@@ -12,7 +12,7 @@ import sys
 _NOISE = (
     # Milvus Lite does not implement AllocTimestamp; pymilvus' query iterator falls back to a
     # client-side timestamp and works, but both sides log the miss on every iterator.
-    ("pymilvus", "failed to get mvccTs"),
+    ("pymilvus.client.iterator.query_iterator", "failed to get mvccTs"),
     ("grpc._server", "Exception calling application: Method not implemented"),
 )
 

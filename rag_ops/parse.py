@@ -85,8 +85,12 @@ def decode_text(data: bytes) -> str:
     if text is None:
         nul_share = data.count(0) / len(data)
         if nul_share > 0.3:
-            # UTF-16 without a BOM has a NUL in every other byte of ASCII text
-            for encoding in ("utf-16-le", "utf-16-be"):
+            # UTF-16 without a BOM has a NUL in every other byte of ASCII text: little-endian puts
+            # it in the odd bytes, big-endian in the even ones
+            even_nuls = data[0::2].count(0)
+            odd_nuls = data[1::2].count(0)
+            order = ("utf-16-le", "utf-16-be") if odd_nuls >= even_nuls else ("utf-16-be", "utf-16-le")
+            for encoding in order:
                 try:
                     candidate = data.decode(encoding)
                 except UnicodeDecodeError:
@@ -109,12 +113,21 @@ def decode_text(data: bytes) -> str:
 
 
 def _decode_legacy(data: bytes) -> str:
+    """Bytes that are not UTF-8: Windows-1252 (a superset of Latin-1's printable range) first.
+
+    Detectors guess single-byte code pages poorly on short texts (French Latin-1 came back as
+    cp1250, "très" as "trčs"), and Western European files are by far the most common legacy
+    text, so cp1252 wins whenever it decodes; the detector decides only when it does not.
+    """
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        pass
     from charset_normalizer import from_bytes
 
     best = from_bytes(data[:200_000]).best()
-    encoding = best.encoding if best is not None else "cp1252"
     try:
-        return data.decode(encoding)
+        return data.decode(best.encoding if best is not None else "latin-1")
     except (UnicodeDecodeError, LookupError):
         return data.decode("latin-1")
 

@@ -47,7 +47,8 @@ class S3Source:
         paginator = self.client.get_paginator("list_objects_v2")
         base = self.prefix.rstrip("/") + "/" if self.prefix and not self.prefix.endswith("/") else self.prefix
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            # the prefix is a folder: s3://b/reports lists reports/…, not reports-archive/…
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
                     if key.endswith("/"):

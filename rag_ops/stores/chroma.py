@@ -55,6 +55,8 @@ class ChromaStore(VectorStore):
         return self._client
 
     def _collection(self, create: bool = False):
+        if not create and self._coll is not None and not self.exists():
+            self._coll = None  # dropped elsewhere since we opened it
         if self._coll is None:
             if create:
                 with self.guard("create the collection"):

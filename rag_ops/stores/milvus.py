@@ -8,6 +8,8 @@ recall benchmark judge). Metric is COSINE, so ``score`` is the similarity itself
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +47,7 @@ class MilvusStore(VectorStore):
         self._index_params = index_params or {}
         self._search_params = search_params or {}
         self._client = None
+        self._loaded = False
 
     @property
     def is_lite(self) -> bool:
@@ -64,6 +67,7 @@ class MilvusStore(VectorStore):
 
                 if self.is_lite:
                     Path(self._uri).parent.mkdir(parents=True, exist_ok=True)
+                    _LITE_USERS[_lite_key(self._uri)] += 1
                 kwargs = {"uri": self._uri}
                 if self._token:
                     kwargs["token"] = self._token
@@ -73,8 +77,21 @@ class MilvusStore(VectorStore):
         return self._client
 
     def exists(self) -> bool:
+        """Whether the collection exists; an existing one is loaded for reads on first sight.
+
+        Milvus (Lite included) opens existing collections in the ``released`` state in a new
+        process, and every search/query fails until it is loaded.
+        """
         with self.guard("check the collection"):
-            return bool(self.client.has_collection(self.collection))
+            if not self.client.has_collection(self.collection):
+                self._loaded = False
+                return False
+            if not self._loaded:
+                state = str(self.client.get_load_state(self.collection).get("state", ""))
+                if "Loaded" not in state:
+                    self.client.load_collection(self.collection)
+        self._loaded = True
+        return True
 
     def ensure_collection(self, dim: int) -> None:
         if self.exists():
@@ -99,6 +116,7 @@ class MilvusStore(VectorStore):
             self.client.create_collection(
                 self.collection, schema=schema, index_params=index, consistency_level="Strong"
             )
+        self._loaded = True  # created with an index: Milvus loads it
 
     def upsert(self, chunks: Sequence[StoredChunk], vectors: np.ndarray) -> int:
         if not chunks:
@@ -199,14 +217,37 @@ class MilvusStore(VectorStore):
         if self.exists():
             with self.guard("drop the collection"):
                 self.client.drop_collection(self.collection)
+        self._loaded = False
 
     def close(self) -> None:
+        """Close the client; for Milvus Lite also stop the in-process server holding the file.
+
+        pymilvus keeps one Milvus Lite server per file alive until the process exits, and while it
+        runs no other process can open the file (the next Airflow task, a CLI query). The server is
+        shared by every client of that file in this process, so it stops with the last of them.
+        """
         if self._client is not None:
             try:
                 self._client.close()
             except Exception:  # noqa: BLE001 - closing must not mask the real outcome
                 pass
             self._client = None
+            if self.is_lite:
+                key = _lite_key(self._uri)
+                _LITE_USERS[key] -= 1
+                if _LITE_USERS[key] <= 0:
+                    del _LITE_USERS[key]
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(self._uri)
+        self._loaded = False
+
+
+_LITE_USERS: Counter[str] = Counter()
+
+
+def _lite_key(uri: str) -> str:
+    return os.path.abspath(uri)
 
 
 def _clip(text: str, max_bytes: int) -> str:
