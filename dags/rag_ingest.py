@@ -2,8 +2,9 @@
 ### rag_ingest — keep the vector indexes in step with the documents
 
 `discover_documents` → `process_batch` (mapped, one per batch: read, parse, clean, chunk, embed)
-→ `upsert_chroma`, `upsert_milvus` (one writer per store; a store not selected in `stores` is
-skipped) → `prune_deleted` → `commit_catalog` (updates the `ragops://index/…` asset).
+→ `upsert_chroma`, `upsert_milvus` (per store: upsert new chunks, drop stale ones, prune deleted
+documents; a store not selected in `stores` is skipped) → `commit_catalog` (writes the catalog
+once every store has accepted the run; updates the `ragops://index/…` asset).
 
 **What a run processes**
 - *Scheduled and backfill runs*: documents modified in the run's data interval (a day).
@@ -14,8 +15,9 @@ skipped) → `prune_deleted` → `commit_catalog` (updates the `ragops://index/�
 **Params**: `source` (folder or `s3://bucket/prefix`, empty = `RAGOPS_SOURCE`), `full_sync`,
 `batch_size`, `stores`, `scope` (`auto` | `interval` | `all`).
 
-Embedded stores take one writer at a time: there is one upsert task per store, which
-consumes every staged batch. Settings come from `RAGOPS_*` variables (see the README).
+Embedded stores take one writer at a time: every write to a store happens in its one upsert
+task, and at most `RAGOPS_STORE_WRITERS` (default 1) instances of it run at once across all
+runs of this DAG (raise it for a Chroma or Milvus server). Settings come from `RAGOPS_*` variables (see the README).
 """
 
 from __future__ import annotations
@@ -75,21 +77,14 @@ def rag_ingest():
         return adapter.process_batch(get_current_context(), batch_ref)
 
     def upsert_task(store: str):
-        @task(task_id=f"upsert_{store}", trigger_rule="none_failed")
+        @task(task_id=f"upsert_{store}", trigger_rule="none_failed", max_active_tis_per_dag=SETTINGS.store_writers)
         def upsert() -> dict:
-            """Write the staged chunks into this store (skipped when the store is not selected)."""
+            """Upsert staged chunks, drop stale ones, prune deleted documents (skipped if not selected)."""
             from rag_ops import airflow as adapter
 
             return adapter.upsert_store(get_current_context(), store)
 
         return upsert()
-
-    @task(trigger_rule="none_failed")
-    def prune_deleted() -> dict:
-        """Remove documents gone from the source (full sync only) from every selected store."""
-        from rag_ops import airflow as adapter
-
-        return adapter.prune_deleted(get_current_context())
 
     @task(trigger_rule="none_failed", outlets=[INDEX_ASSET])
     def commit_catalog() -> dict:
@@ -101,8 +96,7 @@ def rag_ingest():
     batches = discover_documents()
     processed = process_batch.expand(batch_ref=batches)
     writes = [upsert_task(store) for store in STORE_NAMES]
-    pruned = prune_deleted()
-    processed >> writes >> pruned >> commit_catalog()
+    processed >> writes >> commit_catalog()
 
 
 rag_ingest()

@@ -107,7 +107,10 @@ def process_batch(context: dict[str, Any], batch_ref: str) -> dict[str, Any]:
 
 @translate_errors
 def upsert_store(context: dict[str, Any], store: str) -> dict[str, Any]:
-    """Write the run's staged batches into ``store``; skip the task if the run does not use it."""
+    """Upsert the run's staged batches into ``store`` and prune deleted documents from it.
+
+    The task is skipped when the run does not use the store.
+    """
     from airflow.sdk.exceptions import AirflowSkipException
 
     from rag_ops import pipeline
@@ -119,13 +122,6 @@ def upsert_store(context: dict[str, Any], store: str) -> dict[str, Any]:
 
 
 @translate_errors
-def prune_deleted(context: dict[str, Any]) -> dict[str, Any]:
-    from rag_ops import pipeline
-
-    return pipeline.prune_deleted(settings_from_params(context["params"]), _plan_ref(context))
-
-
-@translate_errors
 def commit_catalog(context: dict[str, Any], upsert_task_ids: list[str]) -> dict:
     """Record the run in the catalog once every selected store has accepted it."""
     from rag_ops import pipeline
@@ -133,7 +129,6 @@ def commit_catalog(context: dict[str, Any], upsert_task_ids: list[str]) -> dict:
 
     ti = context["ti"]
     store_results = [r for r in (ti.xcom_pull(task_ids=tid) for tid in upsert_task_ids) if r]
-    prune_result = ti.xcom_pull(task_ids="prune_deleted")
-    report = pipeline.commit_run(settings_from_params(context["params"]), _plan_ref(context), store_results, prune_result)
+    report = pipeline.commit_run(settings_from_params(context["params"]), _plan_ref(context), store_results)
     log.info("run report:\n%s", format_report(report))
     return report

@@ -1,4 +1,4 @@
-"""The ingest pipeline: discover -> process batches -> write each store -> prune -> commit.
+"""The ingest pipeline: discover -> process batches -> write each store (upsert, prune) -> commit.
 
 Each step is a plain function taking :class:`~rag_ops.config.Settings` and small references
 (paths of staged files), so Airflow can run them as separate tasks in separate processes and the
@@ -12,8 +12,8 @@ CLI can run them in one. Order and risk, as in DESIGN.md:
   with their reason; the batch goes on.
 * ``upsert_store`` writes the staged chunks into one store: **new chunks first, then** the
   deletion of the document's chunks that are no longer produced, so a failed write never loses
-  the previous version.
-* ``prune_deleted`` removes documents absent from a full listing from every store.
+  the previous version; last it prunes documents absent from a full listing. All writes to one
+  store happen in this one call, so an embedded store (one writer at a time) has one writer.
 * ``commit_run`` writes the catalog **only after every store accepted the chunks**: a crash
   anywhere before leaves work to redo (idempotent, by content-derived ids), never a record of
   work that did not happen.
@@ -440,14 +440,15 @@ def _load_result(batch_ref: str) -> tuple[dict, np.ndarray]:
 
 # ---------------------------------------------------------------------------- stores
 def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Runtime | None = None) -> dict:
-    """Write every staged batch of a run into one store: upsert new chunks, then drop stale ones.
+    """Write every staged batch of a run into one store: upsert, drop stale chunks, prune.
 
     Only chunk ids the store does not hold yet are written (ids come from content, so a held id
     holds the same text and vector). Stale chunks of changed documents are deleted after the
-    upsert succeeded.
+    upsert succeeded. Then every chunk of the documents a full sync found deleted is removed.
 
     Returns:
-        ``{"store", "upserted", "removed", "seconds"}``.
+        ``{"store", "upserted", "removed", "pruned", "seconds"}`` (``removed`` counts stale and
+        pruned chunks together).
 
     Raises:
         StoreError: the store is unreachable or refused (retryable).
@@ -491,29 +492,13 @@ def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Ru
             if stale:
                 removed += store.delete_ids(stale)
             log.info("%s: %s -> %d upserted, %d stale removed", store_name, Path(batch_ref).name, len(rows), len(stale))
-        return {"store": store_name, "upserted": upserted, "removed": removed, "seconds": round(time.perf_counter() - t0, 4)}
-    finally:
-        if own:
-            rt.close()
-
-
-def prune_deleted(settings: Settings, plan_ref: str, runtime: Runtime | None = None) -> dict:
-    """Remove the chunks of documents no longer in the source from every store of the run.
-
-    Returns:
-        ``{"removed": {store: chunks removed}, "seconds": s}``.
-    """
-    own = runtime is None
-    rt = runtime or Runtime(settings)
-    t0 = time.perf_counter()
-    try:
-        plan = Plan.load(plan_ref)
-        removed = {}
-        for name in plan.stores:
-            removed[name] = rt.store(name).delete_docs(plan.deleted) if plan.deleted else 0
+        pruned = store.delete_docs(plan.deleted) if plan.deleted else 0
         if plan.deleted:
-            log.info("prune: %d deleted documents -> removed %s", len(plan.deleted), removed)
-        return {"removed": removed, "seconds": round(time.perf_counter() - t0, 4)}
+            log.info("%s: pruned %d chunks of %d deleted documents", store_name, pruned, len(plan.deleted))
+        return {
+            "store": store_name, "upserted": upserted, "removed": removed + pruned, "pruned": pruned,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
     finally:
         if own:
             rt.close()
@@ -524,7 +509,6 @@ def commit_run(
     settings: Settings,
     plan_ref: str,
     store_results: list[dict],
-    prune_result: dict | None = None,
     runtime: Runtime | None = None,
     keep_staging: bool = False,
 ) -> dict:
@@ -564,10 +548,6 @@ def commit_run(
         removed = {r["store"]: r["removed"] for r in store_results}
         for r in store_results:
             seconds[f"upsert_{r['store']}"] += r["seconds"]
-        if prune_result:
-            for name, n in prune_result["removed"].items():
-                removed[name] = removed.get(name, 0) + n
-            seconds["prune"] += prune_result["seconds"]
         missing = [s for s in plan.stores if s not in upserted]
         if missing:
             raise RagopsError(f"no upsert result for store(s) {missing}: refusing to commit the catalog")
@@ -634,8 +614,7 @@ def ingest(
             log.info("processing batch %d/%d", n, len(plan.batches))
             process_batch(settings, ref, runtime=rt)
         store_results = [upsert_store(settings, name, plan.ref, runtime=rt) for name in plan.stores]
-        pruned = prune_deleted(settings, plan.ref, runtime=rt)
-        report = commit_run(settings, plan.ref, store_results, pruned, runtime=rt)
+        report = commit_run(settings, plan.ref, store_results, runtime=rt)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         return report
     finally:

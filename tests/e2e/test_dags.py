@@ -36,9 +36,8 @@ print(json.dumps(out))
     assert out["dags"]["rag_ingest"] == {
         "discover_documents": ["process_batch"],
         "process_batch": ["upsert_chroma", "upsert_milvus"],
-        "upsert_chroma": ["prune_deleted"],
-        "upsert_milvus": ["prune_deleted"],
-        "prune_deleted": ["commit_catalog"],
+        "upsert_chroma": ["commit_catalog"],
+        "upsert_milvus": ["commit_catalog"],
         "commit_catalog": [],
     }
     assert out["params"]["rag_ingest"] == ["batch_size", "full_sync", "scope", "source", "stores"]

@@ -1,0 +1,171 @@
+"""A backfill over two past daily intervals, created through the REST API v2 of a running
+Airflow (standalone, LocalExecutor, PostgreSQL metadata DB), ingests only the documents
+modified in each interval."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from rag_ops.catalog import Catalog
+from rag_ops.config import Settings
+from rag_ops.identity import doc_id_for
+from tests.conftest import postgres_url
+from tests.e2e.conftest import REPO
+
+pytestmark = pytest.mark.slow
+UTC = dt.timezone.utc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _touch(path: Path, text: str, when: dt.datetime) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    ts = when.timestamp()
+    os.utime(path, (ts, ts))
+
+
+@pytest.fixture
+def standalone(tmp_path):
+    base = postgres_url()
+    if base is None:
+        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432: backfills need one")
+    db = f"ragops_bf_{uuid.uuid4().hex[:8]}"
+    db_url = str(sa.engine.make_url(base).set(database=db).render_as_string(hide_password=False))
+    port = _free_port()
+    home = tmp_path / "airflow"
+    home.mkdir()
+    (home / "passwords.json").write_text(json.dumps({"admin": "test-pw"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RAGOPS_"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        RAGOPS_AIRFLOW_DB_URL=db_url,
+        RAGOPS_DATA_DIR=str(tmp_path / "data"),
+        RAGOPS_SOURCE=str(tmp_path / "src"),
+        RAGOPS_BATCH_SIZE="2",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__PARALLELISM="4",
+        AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR="True",
+    )
+    log = open(tmp_path / "standalone.log", "w")
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "scripts/airflow-standalone.sh")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "standalone.log").read_text()[-3000:]
+            try:
+                health = requests.get(f"{api}/api/v2/monitor/health", timeout=3).json()
+                if all(v.get("status") == "healthy" for k, v in health.items() if k in ("metadatabase", "scheduler")):
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            assert time.time() < deadline, "Airflow did not become healthy in 180 s"
+            time.sleep(2)
+        token = requests.post(f"{api}/auth/token", json={"username": "admin", "password": "test-pw"}, timeout=10)
+        assert token.status_code in (200, 201), token.text
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        yield api, session, tmp_path
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        eng = sa.create_engine(sa.engine.make_url(base).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with eng.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        eng.dispose()
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 2.0):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def test_backfill_over_two_days_ingests_each_days_documents(standalone):
+    api, http, tmp = standalone
+    src = tmp / "src"
+    # rag_ingest runs at 02:00 UTC over the previous day: interval [D 02:00, D+1 02:00)
+    day1 = dt.datetime(2026, 11, 20, 2, tzinfo=UTC)
+    day2 = day1 + dt.timedelta(days=1)
+    _touch(src / "d1/alpha.txt", "Alpha procedure: restart the conveyor after a jam.", day1 + dt.timedelta(hours=5))
+    _touch(src / "d1/beta.md", "# Beta\n\nBeta robots charge at dock B every night.", day1 + dt.timedelta(hours=20))
+    _touch(src / "d2/gamma.txt", "Gamma shift starts at six in the morning.", day2 + dt.timedelta(hours=1))
+    _touch(src / "old/delta.txt", "Delta notes from an earlier month.", day1 - dt.timedelta(days=9))
+
+    def dag_known():
+        r = http.get(f"{api}/api/v2/dags/rag_ingest", timeout=10)
+        return r.status_code == 200
+
+    _wait(dag_known, 180, "the dag-processor to register rag_ingest")
+    r = http.patch(f"{api}/api/v2/dags/rag_ingest", json={"is_paused": False}, timeout=10)
+    assert r.status_code == 200, r.text
+
+    body = {
+        "dag_id": "rag_ingest",
+        "from_date": day1.isoformat(),
+        "to_date": day2.isoformat(),
+        "max_active_runs": 1,
+        "reprocess_behavior": "none",
+        "dag_run_conf": {},
+    }
+    r = http.post(f"{api}/api/v2/backfills", json=body, timeout=30)
+    assert r.status_code in (200, 201), r.text
+
+    def backfill_runs_done():
+        runs = http.get(
+            f"{api}/api/v2/dags/rag_ingest/dagRuns", params={"run_type": "backfill", "order_by": "logical_date"}, timeout=10
+        ).json()["dag_runs"]
+        if len(runs) == 2 and all(x["state"] in ("success", "failed") for x in runs):
+            return runs
+        return None
+
+    runs = _wait(backfill_runs_done, 420, "both backfill runs to finish", every=3)
+    assert [x["state"] for x in runs] == ["success", "success"], (tmp / "standalone.log").read_text()[-4000:]
+    intervals = [(x["data_interval_start"][:10], x["data_interval_end"][:10]) for x in runs]
+    assert intervals == [("2026-11-20", "2026-11-21"), ("2026-11-21", "2026-11-22")]
+
+    settings = Settings(data_dir=tmp / "data", source=str(src))
+    cat = Catalog(settings.catalog_db_url)
+    try:
+        reports = {}
+        for run in runs:
+            with cat.engine.connect() as conn:
+                row = conn.execute(sa.text("SELECT report FROM runs WHERE run_id = :r"), {"r": run["dag_run_id"]}).first()
+            assert row is not None, f"run {run['dag_run_id']} wrote no report"
+            reports[run["data_interval_start"][:10]] = json.loads(row[0])
+        docs = cat.documents_by_id()
+    finally:
+        cat.close()
+    assert (reports["2026-11-20"]["seen"], reports["2026-11-20"]["new"]) == (2, 2)
+    assert (reports["2026-11-21"]["seen"], reports["2026-11-21"]["new"]) == (1, 1)
+    indexed = {row.uri for row in docs.values() if row.status == "indexed"}
+    assert indexed == {str(src / "d1/alpha.txt"), str(src / "d1/beta.md"), str(src / "d2/gamma.txt")}
+    assert doc_id_for(str(src / "old/delta.txt")) not in docs
