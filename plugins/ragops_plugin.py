@@ -1,0 +1,87 @@
+"""Airflow plugin: a "ragops" page in the UI's navigation with the catalog's state.
+
+Serves ``/ragops/`` (an HTML page) and ``/ragops/status`` (JSON) from the Airflow API server:
+live documents and chunks, failed documents with their reasons, and the last runs with their
+counts. It reads the catalog only; it never opens a vector store, so it cannot block an
+embedded store that an ingest task is writing.
+"""
+
+from __future__ import annotations
+
+import html
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+app = FastAPI(title="ragops", description="ragops catalog status")
+
+
+def _status(limit: int = 20) -> dict:
+    import sqlalchemy as sa
+
+    from rag_ops.catalog import Catalog, documents
+    from rag_ops.config import load_settings
+
+    settings = load_settings()
+    catalog = Catalog(settings.catalog_db_url)
+    try:
+        catalog.migrate()
+        counts = catalog.counts()
+        runs = catalog.last_runs(limit)
+        with catalog.engine.connect() as conn:
+            failed = conn.execute(
+                sa.select(documents.c.uri, documents.c.error_stage, documents.c.error)
+                .where(documents.c.status == "failed")
+                .order_by(documents.c.uri)
+                .limit(200)
+            ).all()
+    finally:
+        catalog.close()
+    keys = ("run_id", "status", "started_at", "finished_at", "seen", "new", "changed", "unchanged", "deleted",
+            "failed", "chunks", "encoded", "cache_hits")
+    return {
+        "collection": settings.collection,
+        "stores": list(settings.stores),
+        "counts": counts,
+        "failed_documents": [{"uri": u, "stage": s, "reason": e} for u, s, e in failed],
+        "runs": [{k: r.get(k) for k in keys} for r in runs],
+    }
+
+
+@app.get("/status")
+def status(limit: int = 20) -> dict:
+    """Catalog counts, failed documents and the last ``limit`` runs, as JSON."""
+    return _status(limit)
+
+
+@app.get("/", response_class=HTMLResponse)
+def page() -> str:
+    s = _status()
+    esc = html.escape
+    runs = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(r[k] if r[k] is not None else ''))}</td>" for k in r) + "</tr>" for r in s["runs"]
+    )
+    head = "".join(f"<th>{esc(k)}</th>" for k in (s["runs"][0] if s["runs"] else {}))
+    failed = "".join(
+        f"<tr><td>{esc(f['uri'])}</td><td>{esc(f['stage'] or '')}</td><td>{esc(f['reason'] or '')}</td></tr>"
+        for f in s["failed_documents"]
+    )
+    c = s["counts"]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ragops</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}</style>
+</head><body><h1>ragops — collection {esc(s['collection'])}</h1>
+<p>{c['documents']} documents, {c['chunks']} chunks live; {c['failed']} failed; {c['deleted']} deleted.
+Stores: {esc(', '.join(s['stores']))}. JSON: <a href="status">status</a>.</p>
+<h2>Last runs</h2><table><tr>{head}</tr>{runs}</table>
+<h2>Failed documents</h2><table><tr><th>uri</th><th>stage</th><th>reason</th></tr>{failed}</table>
+<script>/* no external resources */</script></body></html>"""
+
+
+class RagopsPlugin(AirflowPlugin):
+    name = "ragops"
+    fastapi_apps = [{"app": app, "url_prefix": "/ragops", "name": "ragops"}]
+    external_views = [{"name": "ragops", "href": "/ragops/", "destination": "nav", "url_route": "ragops"}]
+
+
+__all__ = ["RagopsPlugin", "app"]

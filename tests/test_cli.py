@@ -1,0 +1,171 @@
+"""The ``ragops`` CLI as a real subprocess (real model, real stores under tmp dirs).
+
+Each call that embeds loads the model (several seconds), so one indexed data dir is shared by the
+read-only tests of this module; tests that change state use their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DOCS, write_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_INTS = ("seen", "new", "changed", "unchanged", "deleted", "failed", "chunks", "encoded", "cache_hits")
+# a distinctive sentence of robots/battery.txt: must never reach the logs or the ingest report
+SECRET_SENTENCE = "Press the red release latch on the left flank"
+assert SECRET_SENTENCE in DOCS["robots/battery.txt"]
+
+
+def cli_env(data_dir: Path, source: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
+    env.update(RAGOPS_DATA_DIR=str(data_dir), RAGOPS_SOURCE=str(source), RAGOPS_BATCH_SIZE="2", **extra)
+    return env
+
+
+def ragops(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rag_ops", *args], env=env, cwd=str(REPO), capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def last_json(proc: subprocess.CompletedProcess):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+def assert_no_document_text(*outputs: str) -> None:
+    for out in outputs:
+        assert SECRET_SENTENCE not in out
+        assert "red release latch" not in out
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A data dir indexed once by ``ragops ingest --json``: (env, completed process, report)."""
+    root = tmp_path_factory.mktemp("cli_shared")
+    env = cli_env(root / "data", write_corpus(root / "src"))
+    proc = ragops(env, "ingest", "--json")
+    return env, proc, last_json(proc)
+
+
+# ---------------------------------------------------------------------------- ingest
+def test_ingest_json_report(indexed):
+    _, proc, report = indexed
+    for key in REPORT_INTS:
+        assert type(report[key]) is int, (key, report.get(key))
+    assert report["seen"] == 3 and report["new"] == 3 and report["failed"] == 0 and report["deleted"] == 0
+    assert report["chunks"] >= 3 and report["encoded"] == report["chunks"] and report["cache_hits"] == 0
+    n = report["chunks"]
+    assert report["upserted"] == {"chroma": n, "milvus": n}
+    assert report["removed"] == {"chroma": 0, "milvus": 0}
+    assert isinstance(report["seconds"], dict) and report["seconds"]
+    for stage, secs in report["seconds"].items():
+        assert isinstance(stage, str) and isinstance(secs, (int, float)) and secs >= 0, (stage, secs)
+    assert {"parse", "chunk", "embed"} <= set(report["seconds"])
+
+
+def test_ingest_never_prints_document_text(indexed):
+    _, proc, _ = indexed
+    assert " INFO " in proc.stderr, "expected INFO logs on stderr"
+    assert_no_document_text(proc.stdout, proc.stderr)
+
+
+def test_second_ingest_does_no_work(indexed):
+    env, _, first = indexed
+    report = last_json(ragops(env, "ingest", "--json"))
+    assert report["encoded"] == 0
+    assert report["unchanged"] == 3 and report["new"] == 0 and report["changed"] == 0
+    assert report["upserted"] == {"chroma": 0, "milvus": 0}
+    assert report["removed"] == {"chroma": 0, "milvus": 0}
+
+
+def test_status_json_matches_the_index(indexed):
+    env, _, report = indexed
+    status = last_json(ragops(env, "status", "--json"))
+    assert type(status["documents"]) is int and type(status["chunks"]) is int
+    assert status["documents"] == 3
+    assert status["chunks"] == report["chunks"]
+    assert status["stores"] == {"chroma": report["chunks"], "milvus": report["chunks"]}
+
+
+@pytest.mark.parametrize("store", ["milvus", "chroma"])
+def test_query_json_returns_k_hits_best_first(indexed, store):
+    env, _, _ = indexed
+    proc = ragops(env, "query", "how long does a battery swap take", "--store", store, "-k", "2", "--json")
+    hits = last_json(proc)
+    assert isinstance(hits, list) and len(hits) == 2
+    for h in hits:
+        assert {"id", "score", "text", "doc_id", "source_uri"} <= set(h)
+        assert isinstance(h["score"], (int, float)) and isinstance(h["text"], str) and h["text"]
+        assert len(h["id"]) == 32 and len(h["doc_id"]) == 32
+    assert hits[0]["source_uri"].endswith("battery.txt")
+    assert "four minutes" in hits[0]["text"]
+    assert hits[0]["score"] >= hits[1]["score"]
+    assert hits[0]["id"] != hits[1]["id"]
+    assert_no_document_text(proc.stderr)
+
+
+def test_ingest_selected_store_only(tmp_path):
+    env = cli_env(tmp_path / "data", write_corpus(tmp_path / "src"))
+    report = last_json(ragops(env, "ingest", "--stores", "chroma", "--json"))
+    assert report["stores"] == ["chroma"]
+    assert report["upserted"] == {"chroma": report["chunks"]} and report["chunks"] >= 3
+    assert "milvus" not in report["removed"]
+    assert not (tmp_path / "data" / "milvus.db").exists()
+
+
+def test_plain_ingest_then_full_sync_removes_a_deleted_file(tmp_path):
+    src = write_corpus(tmp_path / "src")
+    env = cli_env(tmp_path / "data", src)
+    plain = ragops(env, "ingest")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "encoded" in plain.stdout
+    assert "seen 3" in plain.stdout and "chroma +" in plain.stdout and "milvus +" in plain.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(plain.stdout.strip().splitlines()[-1])
+    assert_no_document_text(plain.stdout, plain.stderr)
+    produced = re.search(r"chunks: (\d+) produced", plain.stdout)
+    assert produced, plain.stdout
+    before = int(produced.group(1))
+    assert before >= 3
+
+    (src / "robots" / "battery.txt").unlink()
+    report = last_json(ragops(env, "ingest", "--full-sync", "--json"))
+    assert report["deleted"] == 1 and report["unchanged"] == 2 and report["encoded"] == 0
+    assert report["removed"]["chroma"] >= 1 and report["removed"]["milvus"] >= 1
+
+    status = last_json(ragops(env, "status", "--json"))
+    assert status["documents"] == 2
+    assert status["chunks"] < before
+    assert status["chunks"] == before - report["removed"]["chroma"] == before - report["removed"]["milvus"]
+    assert status["stores"] == {"chroma": status["chunks"], "milvus": status["chunks"]}
+
+
+# ---------------------------------------------------------------------------- errors
+def test_bad_setting_is_a_one_line_error(tmp_path):
+    env = cli_env(tmp_path / "data", tmp_path / "src", RAGOPS_CHUNK_SIZE="abc")
+    proc = ragops(env, "ingest", "--json", timeout=60)
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert "RAGOPS_CHUNK_SIZE" in err and "abc" in err
+    assert proc.stdout.strip() == ""
+
+
+def test_no_command_is_a_usage_error(tmp_path):
+    proc = ragops(cli_env(tmp_path / "data", tmp_path / "src"), timeout=60)
+    assert proc.returncode == 2
+    assert "usage" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,207 @@
+"""The embedder with the real packaged MiniLM (offline) and the SQLite embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag_ops.catalog import Catalog
+from rag_ops.config import Settings
+from rag_ops.embed import Embedder, EmbeddingCache
+from rag_ops.errors import EmbeddingError
+from rag_ops.identity import text_hash
+from rag_ops.pipeline import ingest
+from rag_ops.stores import open_store
+
+TEXTS = [
+    "To swap the R7 battery, park the robot at a charging bay and engage the parking brake.",
+    "Hotel nights are reimbursed up to 180 EUR per night in Europe.",
+    "The fleet API accepts 600 requests per minute per token.",
+    "List endpoints return 100 items per page and a cursor for the next page.",
+]
+
+
+@pytest.fixture(scope="module")
+def model_settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="module")
+def embedder(model_settings) -> Embedder:
+    return Embedder(model_settings.model_path, model_settings.model_id)
+
+
+@pytest.fixture
+def spy(embedder, monkeypatch):
+    """Records every list of texts actually sent to the model (the real encode still runs)."""
+    calls: list[list[str]] = []
+    real = embedder.encode
+
+    def encode(texts):
+        calls.append(list(texts))
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "encode", encode)
+    return calls
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = EmbeddingCache(tmp_path / "c.db")
+    yield c
+    c.close()
+
+
+def hashes(texts):
+    return [text_hash(t) for t in texts]
+
+
+# ---------------------------------------------------------------------------- vectors
+def test_vectors_are_384d_unit_float32(embedder):
+    v = embedder.encode(TEXTS)
+    assert v.shape == (len(TEXTS), 384) and v.dtype == np.float32
+    assert embedder.dimension == 384
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert np.isfinite(v).all()
+    # different texts, different vectors
+    assert np.max(v @ v.T - np.eye(len(TEXTS)) * 2) < 0.95
+
+
+def test_vectors_are_semantically_sensible(embedder):
+    q, para, unrelated = embedder.encode(
+        [
+            "How long does it take to replace the robot's battery?",
+            "A technician needs about four minutes to swap the robot battery pack.",
+            "Hotel nights are reimbursed up to 180 EUR per night in Europe.",
+        ]
+    )
+    close, far = float(q @ para), float(q @ unrelated)
+    assert close > far + 0.2, (close, far)
+
+
+def test_encode_is_deterministic_and_order_independent(embedder):
+    a = embedder.encode(TEXTS)
+    b = embedder.encode(list(reversed(TEXTS)))[::-1]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- cache
+def test_embed_encodes_only_cache_misses(embedder, cache, spy):
+    first = embedder.embed(TEXTS, hashes(TEXTS), cache)
+    assert (first.encoded, first.cache_hits) == (len(TEXTS), 0)
+    assert spy == [TEXTS]
+    assert first.vectors.shape == (len(TEXTS), 384) and first.vectors.dtype == np.float32
+    assert cache.count(embedder.model_id) == len(TEXTS)
+
+    second = embedder.embed(TEXTS, hashes(TEXTS), cache)
+    assert (second.encoded, second.cache_hits) == (0, len(TEXTS))
+    assert len(spy) == 1, "the model was called although every text was cached"
+    assert np.array_equal(second.vectors, first.vectors)
+
+    # a mix: only the new text reaches the model, vectors line up with the input order
+    mixed = [TEXTS[2], "Bursts above the limit receive HTTP 429.", TEXTS[0]]
+    third = embedder.embed(mixed, hashes(mixed), cache)
+    assert (third.encoded, third.cache_hits) == (1, 2)
+    assert spy[-1] == ["Bursts above the limit receive HTTP 429."]
+    assert np.array_equal(third.vectors[0], first.vectors[2])
+    assert np.array_equal(third.vectors[2], first.vectors[0])
+    np.testing.assert_allclose(third.vectors[1], embedder.encode([mixed[1]])[0], atol=1e-5)
+
+
+def test_duplicate_texts_in_one_call_are_encoded_once(embedder, cache, spy):
+    texts = [TEXTS[0], TEXTS[1], TEXTS[0], TEXTS[0]]
+    res = embedder.embed(texts, hashes(texts), cache)
+    assert res.encoded == 2 and res.cache_hits == 0
+    assert spy == [[TEXTS[0], TEXTS[1]]]
+    assert res.vectors.shape == (4, 384)
+    assert np.array_equal(res.vectors[0], res.vectors[2]) and np.array_equal(res.vectors[0], res.vectors[3])
+    assert not np.array_equal(res.vectors[0], res.vectors[1])
+    assert cache.count() == 2
+
+
+def test_cache_is_durable_across_cache_objects(embedder, tmp_path, spy):
+    path = tmp_path / "c.db"
+    c1 = EmbeddingCache(path)
+    first = embedder.embed(TEXTS, hashes(TEXTS), c1)
+    c1.close()
+
+    c2 = EmbeddingCache(path)
+    try:
+        assert c2.count(embedder.model_id) == len(TEXTS)
+        again = embedder.embed(TEXTS, hashes(TEXTS), c2)
+        assert (again.encoded, again.cache_hits) == (0, len(TEXTS))
+        assert np.array_equal(again.vectors, first.vectors)
+        assert len(spy) == 1
+    finally:
+        c2.close()
+
+
+def test_cache_is_keyed_by_model_id(model_settings, embedder, cache):
+    embedder.embed(TEXTS, hashes(TEXTS), cache)
+    other = Embedder(model_settings.model_path, "some-org/another-model")
+    res = other.embed(TEXTS, hashes(TEXTS), cache)
+    assert (res.encoded, res.cache_hits) == (len(TEXTS), 0)
+    assert cache.count(embedder.model_id) == len(TEXTS)
+    assert cache.count("some-org/another-model") == len(TEXTS)
+    assert cache.count() == 2 * len(TEXTS)
+    # and the original model id still hits
+    again = embedder.embed(TEXTS, hashes(TEXTS), cache)
+    assert (again.encoded, again.cache_hits) == (0, len(TEXTS))
+
+
+def test_cache_prevents_reencoding_when_reindexing_into_a_fresh_collection(settings, tmp_path):
+    first = ingest(settings)
+    assert first["new"] == 3 and first["failed"] == 0
+    assert first["chunks"] > 0 and first["encoded"] == first["chunks"]
+
+    v2 = settings.replace(collection="reindex_v2", catalog_url=f"sqlite:///{tmp_path}/cat2.db")
+    assert v2.cache_path == settings.cache_path
+    second = ingest(v2)
+    assert second["new"] == 3 and second["failed"] == 0
+    assert second["chunks"] == first["chunks"]
+    assert second["encoded"] == 0, "chunks were re-encoded although the cache held them"
+    assert second["cache_hits"] == second["chunks"]
+    assert second["upserted"] == {"chroma": second["chunks"], "milvus": second["chunks"]}
+
+    cat = Catalog(v2.catalog_db_url)
+    try:
+        ids = cat.all_chunk_ids()
+    finally:
+        cat.close()
+    assert len(ids) == second["chunks"]
+    for name in ("chroma", "milvus"):
+        with open_store(name, v2) as store:
+            assert store.all_ids() == ids
+            assert store.count() == second["chunks"]
+        with open_store(name, settings) as store:  # the old collection is untouched
+            assert store.all_ids() == ids
+
+
+# ---------------------------------------------------------------------------- precision and errors
+def test_bf16_vectors_match_fp32(model_settings, embedder):
+    bf16 = Embedder(model_settings.model_path, model_settings.model_id, precision="bf16")
+    a = embedder.encode(TEXTS)
+    b = bf16.encode(TEXTS)
+    assert b.shape == a.shape and b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-3)
+    cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert (cos >= 0.99).all(), cos
+    assert not np.array_equal(a, b), "bf16 gave bit-identical vectors: the precision setting had no effect"
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_dir"])
+def test_bad_model_path_raises_embedding_error_naming_it(tmp_path, kind):
+    path = tmp_path / "no-such-model"
+    if kind == "empty_dir":
+        path.mkdir()
+    emb = Embedder(str(path), "x")
+    with pytest.raises(EmbeddingError) as info:
+        emb.encode(["hello"])
+    assert str(path) in str(info.value)
+    with pytest.raises(EmbeddingError):  # via embed, too, and nothing cached
+        cache = EmbeddingCache(tmp_path / "c.db")
+        try:
+            emb.embed(["hello"], hashes(["hello"]), cache)
+        finally:
+            assert cache.count() == 0
+            cache.close()
