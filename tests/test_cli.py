@@ -122,7 +122,8 @@ def test_ingest_selected_store_only(tmp_path):
     assert report["stores"] == ["chroma"]
     assert report["upserted"] == {"chroma": report["chunks"]} and report["chunks"] >= 3
     assert "milvus" not in report["removed"]
-    assert not (tmp_path / "data" / "milvus.db").exists()
+    status = last_json(ragops(env, "status", "--json"))
+    assert status["stores"] == {"chroma": report["chunks"], "milvus": 0}
 
 
 def test_plain_ingest_then_full_sync_removes_a_deleted_file(tmp_path):
