@@ -18,6 +18,7 @@ never make a giant chunk.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -89,14 +90,16 @@ class Chunker:
         )
 
     def _heading(self, heading: str | None) -> tuple[str, int]:
+        """The heading as it prefixes each piece: at most a quarter of a chunk (and 48 tokens)."""
         if not heading:
             return "", 0
+        cap = min(MAX_HEADING_TOKENS, self.chunk_size // 4)
         n = self.length(heading)
-        if n > MAX_HEADING_TOKENS:
+        if n > cap:
             words = heading.split()
-            while words and self.length(" ".join(words) + " …") > MAX_HEADING_TOKENS:
+            while words and self.length(" ".join(words) + " …") > cap:
                 words = words[: max(1, len(words) * 3 // 4)] if len(words) > 1 else []
-            heading = (" ".join(words) + " …") if words else heading[: MAX_HEADING_TOKENS * 2]
+            heading = (" ".join(words) + " …") if words else ""
             n = self.length(heading)
         return heading, n
 
@@ -165,11 +168,17 @@ class Chunker:
             if n <= self.chunk_size:
                 units.append(_Unit(whole, n, page, section, whole=True))
                 continue
-            budget = max(self.chunk_size - h_tokens - 1, self.chunk_size // 2)
-            pages = _page_locator(body_blocks)
+            # the heading takes at most a quarter of the chunk, so the budget stays >= 3/4 of it
+            budget = self.chunk_size - h_tokens
+            page_at = _page_locator(body_blocks)
+            start = 0
             for piece in self._splitter(budget).split_text(body):
+                # pieces come in order and may overlap: search from just after the previous start
+                found = body.find(piece, start)
+                start = found if found >= 0 else start
                 text = prefix + piece
-                units.append(_Unit(text, self.length(text), pages(piece) or page, section, whole=False))
+                units.append(_Unit(text, self.length(text), page_at(start) or page, section, whole=False))
+                start += 1
         return units
 
     def _pack(self, units: list[_Unit]) -> list[_Unit]:
@@ -189,15 +198,17 @@ def _break_long_word(match: re.Match[str]) -> str:
     return " ".join(word[i : i + 100] for i in range(0, len(word), 100))
 
 
-def _page_locator(blocks: list[Block]) -> Callable[[str], int | None]:
-    """Find the page a piece of a section starts on, by the block its first words come from."""
+def _page_locator(blocks: list[Block]) -> Callable[[int], int | None]:
+    """Map a character offset in the section body (blocks joined by blank lines) to its page."""
+    starts, pages, offset = [], [], 0
+    for b in blocks:
+        starts.append(offset)
+        pages.append(b.page)
+        offset += len(LONG_WORD.sub(_break_long_word, b.text)) + 2  # the "\n\n" joiner
 
-    def locate(piece: str) -> int | None:
-        head = piece[:60]
-        for b in blocks:
-            if head and head in b.text:
-                return b.page
-        return None
+    def locate(start: int) -> int | None:
+        i = bisect.bisect_right(starts, max(start, 0)) - 1
+        return pages[i] if i >= 0 else None
 
     return locate
 

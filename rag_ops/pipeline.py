@@ -24,11 +24,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import re
 import shutil
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("discover", "read", "parse", "clean", "chunk", "embed")
 STAGING_KEEP_DAYS = 7
+MAX_BATCHES = 1000  # below Airflow's default max_map_length of 1024
 
 
 # ---------------------------------------------------------------------------- runtime
@@ -256,10 +259,14 @@ def discover(
         if run_dir.exists():  # a retried discover starts clean
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
+        # Airflow caps a mapped task at max_map_length (1024) expansions: grow batches instead
+        size = max(settings.batch_size, math.ceil(len(entries) / MAX_BATCHES))
+        if size > settings.batch_size:
+            log.info("discover: %d documents: batch size raised to %d to stay within %d batches", len(entries), size, MAX_BATCHES)
         batches = []
-        for n, i in enumerate(range(0, len(entries), settings.batch_size)):
+        for n, i in enumerate(range(0, len(entries), size)):
             path = run_dir / f"batch-{n:05d}.json"
-            _write_json(path, {"source": source, "stores": stores, "docs": entries[i : i + settings.batch_size]})
+            _write_json(path, {"source": source, "stores": stores, "docs": entries[i : i + size]})
             batches.append(str(path))
         plan = Plan(
             run_id=run_id, run_dir=str(run_dir), source=source, full_sync=full_sync, stores=stores,
@@ -311,12 +318,33 @@ def process_batch(settings: Settings, batch_ref: str, runtime: Runtime | None = 
         SourceError: the source could not be read for a reason a retry may fix.
         EmbeddingError: the model failed.
     """
-    from rag_ops.clean import clean_blocks
-    from rag_ops.parse import parse_document
-
     own = runtime is None
     rt = runtime or Runtime(settings)
     try:
+        return embed_batch(prepare_batch(settings, batch_ref, rt), rt)
+    finally:
+        if own:
+            rt.close()
+
+
+@dataclass
+class PreparedBatch:
+    """A batch read, parsed, cleaned and chunked, waiting for its embeddings."""
+
+    batch_ref: str
+    n_docs: int
+    outcomes: list[dict]
+    chunk_rows: list[dict]
+    counts: Counter
+    seconds: Counter
+
+
+def prepare_batch(settings: Settings, batch_ref: str, rt: Runtime) -> PreparedBatch:
+    """The CPU-bound text half of :func:`process_batch` (everything but the model)."""
+    from rag_ops.clean import clean_blocks
+    from rag_ops.parse import parse_document
+
+    if True:  # keeps the body's indentation; the try/finally lives in process_batch
         batch = json.loads(Path(batch_ref).read_text())
         src = open_source(batch["source"], settings)
         stores = batch["stores"]
@@ -398,7 +426,14 @@ def process_batch(settings: Settings, batch_ref: str, runtime: Runtime | None = 
             first = len(chunk_rows)
             chunk_rows.extend(c.as_dict() for c in chunks)
             outcomes.append({**base, "outcome": outcome, "chunk_rows": [first, len(chunk_rows)]})
+        return PreparedBatch(batch_ref, len(batch["docs"]), outcomes, chunk_rows, counts, secs)
 
+
+def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
+    """The model half of :func:`process_batch`: embed (cache first) and stage the result."""
+    batch_ref, outcomes, chunk_rows = prepared.batch_ref, prepared.outcomes, prepared.chunk_rows
+    counts, secs = prepared.counts, prepared.seconds
+    if True:
         t = time.perf_counter()
         if chunk_rows:
             res = rt.embedder.embed([c["text"] for c in chunk_rows], [c["text_hash"] for c in chunk_rows], rt.cache)
@@ -421,13 +456,10 @@ def process_batch(settings: Settings, batch_ref: str, runtime: Runtime | None = 
         _write_json(result_path, {**out, "docs": outcomes, "chunks": chunk_rows, "vectors": str(vectors_path)})
         log.info(
             "batch %s: %d docs -> %d new, %d changed, %d unchanged, %d failed; %d chunks, %d encoded, %d from cache (%.1fs)",
-            Path(batch_ref).name, len(batch["docs"]), counts["new"], counts["changed"], counts["unchanged"],
+            Path(batch_ref).name, prepared.n_docs, counts["new"], counts["changed"], counts["unchanged"],
             counts["failed"], len(chunk_rows), counts["encoded"], counts["cache_hits"], sum(secs.values()),
         )
         return out
-    finally:
-        if own:
-            rt.close()
 
 
 def _load_result(batch_ref: str) -> tuple[dict, np.ndarray]:
@@ -610,9 +642,15 @@ def ingest(
             settings, source=source, full_sync=full_sync, since=since, until=until, stores=stores,
             run_id=run_id, runtime=rt,
         )
-        for n, ref in enumerate(plan.batches, 1):
-            log.info("processing batch %d/%d", n, len(plan.batches))
-            process_batch(settings, ref, runtime=rt)
+        # Two-stage pipeline: a helper thread parses and chunks batch n+1 while this thread
+        # embeds batch n (torch releases the GIL while it encodes).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragops-prepare") as pool:
+            pending = pool.submit(prepare_batch, settings, plan.batches[0], rt) if plan.batches else None
+            for n in range(len(plan.batches)):
+                prepared = pending.result()
+                pending = pool.submit(prepare_batch, settings, plan.batches[n + 1], rt) if n + 1 < len(plan.batches) else None
+                log.info("embedding batch %d/%d", n + 1, len(plan.batches))
+                embed_batch(prepared, rt)
         store_results = [upsert_store(settings, name, plan.ref, runtime=rt) for name in plan.stores]
         report = commit_run(settings, plan.ref, store_results, runtime=rt)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)

@@ -97,3 +97,15 @@ def samples_dir() -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_milvus_lite_servers():
+    """Stop Milvus Lite servers a test left open before pytest closes logging (else the atexit
+    hook of milvus_lite logs into closed streams)."""
+    yield
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover
+        return
+    server_manager_instance.release_all()
