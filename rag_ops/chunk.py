@@ -67,6 +67,7 @@ class Chunker:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.fingerprint = fingerprint
+        self._splitters: dict[int, object] = {}  # one LangChain splitter per token budget
 
     # ------------------------------------------------------------------ lengths
     def length(self, text: str) -> int:
@@ -76,11 +77,12 @@ class Chunker:
         ids = self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return max(len(ids), math.ceil(len(text) / CHARS_PER_TOKEN_CAP))
 
-    @lru_cache(maxsize=64)
     def _splitter(self, budget: int):
+        if budget in self._splitters:
+            return self._splitters[budget]
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-        return RecursiveCharacterTextSplitter(
+        self._splitters[budget] = RecursiveCharacterTextSplitter(
             chunk_size=budget,
             chunk_overlap=min(self.chunk_overlap, budget // 2),
             length_function=self.length,
@@ -88,6 +90,7 @@ class Chunker:
             keep_separator="end",
             strip_whitespace=True,
         )
+        return self._splitters[budget]
 
     def _heading(self, heading: str | None) -> tuple[str, int]:
         """The heading as it prefixes each piece: at most a quarter of a chunk (and 48 tokens)."""

@@ -21,6 +21,7 @@ CLI can run them in one. Order and risk, as in DESIGN.md:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -33,12 +34,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from rag_ops.config import Settings
-from rag_ops.errors import DocumentError, DocumentGone, RagopsError, SourceError
+from rag_ops.errors import DocumentError, DocumentGone, RagopsError
 from rag_ops.identity import content_hash, doc_id_for
 from rag_ops.sources import SourceDocument, open_source
 
@@ -341,125 +342,118 @@ class PreparedBatch:
 
 def prepare_batch(settings: Settings, batch_ref: str, rt: Runtime) -> PreparedBatch:
     """The CPU-bound text half of :func:`process_batch` (everything but the model)."""
+    batch = json.loads(Path(batch_ref).read_text())
+    src = open_source(batch["source"], settings)
+    prepared = PreparedBatch(batch_ref, len(batch["docs"]), [], [], Counter(), Counter())
+    for entry in batch["docs"]:
+        outcome, chunks = _prepare_document(entry, src, batch["stores"], settings, rt, prepared.seconds)
+        prepared.counts[outcome["outcome"]] += 1
+        if chunks:
+            first = len(prepared.chunk_rows)
+            prepared.chunk_rows.extend(c.as_dict() for c in chunks)
+            outcome["chunk_rows"] = [first, len(prepared.chunk_rows)]
+        prepared.outcomes.append(outcome)
+    return prepared
+
+
+@contextlib.contextmanager
+def _timed(seconds: Counter, stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] += time.perf_counter() - t0
+
+
+def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, rt: Runtime, secs: Counter) -> tuple[dict, list]:
+    """One document: its outcome (new, changed, restored, unchanged, failed) and its chunks.
+
+    A document's own problems are recorded as a ``failed`` outcome with the stage and a reason;
+    a failing source (``SourceError``) propagates so the task can retry.
+    """
     from rag_ops.clean import clean_blocks
     from rag_ops.parse import parse_document
 
-    if True:  # keeps the body's indentation; the try/finally lives in process_batch
-        batch = json.loads(Path(batch_ref).read_text())
-        src = open_source(batch["source"], settings)
-        stores = batch["stores"]
-        secs: Counter[str] = Counter()
-        counts: Counter[str] = Counter()
-        outcomes: list[dict] = []
-        chunk_rows: list[dict] = []
-
-        for entry in batch["docs"]:
-            doc = SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
-            base = {
-                "doc_id": entry["doc_id"], "uri": doc.uri, "size": doc.size, "modified": doc.modified,
-                "etag": doc.etag, "prev_stores": entry["prev_stores"],
-            }
-            stage = "list"
-            try:
-                if doc.refused:
-                    raise DocumentError(doc.refused)
-                stage = "read"
-                t = time.perf_counter()
-                data = src.read(doc, settings.max_document_bytes)
-                h = content_hash(data)
-                base["size"] = len(data)
-                secs["read"] += time.perf_counter() - t
-                base["content_hash"] = h
-                if entry["prev_status"] == "failed" and h == entry["prev_error_hash"]:
-                    outcomes.append({**base, "outcome": "unchanged"})  # still the bytes that failed
-                    counts["unchanged"] += 1
-                    continue
-                same_content = h == entry["prev_hash"] and entry["prev_status"] == "indexed"
-                if same_content and set(stores) <= set(entry["prev_stores"]):
-                    outcomes.append({**base, "outcome": "unchanged"})  # touched: mtime moved, bytes did not
-                    counts["unchanged"] += 1
-                    continue
-                stage = "parse"
-                t = time.perf_counter()
-                blocks = parse_document(
-                    data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages
-                )
-                del data
-                secs["parse"] += time.perf_counter() - t
-                stage = "clean"
-                t = time.perf_counter()
-                blocks = clean_blocks(blocks)
-                secs["clean"] += time.perf_counter() - t
-                n_chars = sum(len(b.text) for b in blocks)
-                if not blocks:
-                    raise DocumentError("no text left after cleaning (only page numbers, headers or symbols)")
-                if n_chars > settings.max_document_chars:
-                    raise DocumentError(
-                        f"extracted text is {n_chars:,} characters, over the max_document_chars cap of "
-                        f"{settings.max_document_chars:,}"
-                    )
-                stage = "chunk"
-                t = time.perf_counter()
-                chunks = rt.chunker.chunk_document(entry["doc_id"], doc.uri, blocks)
-                secs["chunk"] += time.perf_counter() - t
-                if not chunks:
-                    raise DocumentError("no chunks were produced")
-            except DocumentGone as exc:
-                outcomes.append({**base, "outcome": "failed", "error_stage": stage, "error": str(exc), "gone": True})
-                counts["failed"] += 1
-                log.warning("skipped %s (%s): %s", doc.uri, stage, exc)
-                continue
-            except DocumentError as exc:
-                outcomes.append({**base, "outcome": "failed", "error_stage": stage, "error": str(exc)})
-                counts["failed"] += 1
-                log.warning("failed %s at %s: %s", doc.uri, stage, exc)
-                continue
-            except SourceError:
-                raise  # the source itself is failing: let the task retry
-            if same_content:
-                outcome = "restored"  # same bytes, but a requested store lacks them
-            elif entry["prev_status"] in ("indexed", "failed"):
-                outcome = "changed"
-            else:
-                outcome = "new"
-            counts[outcome] += 1
-            first = len(chunk_rows)
-            chunk_rows.extend(c.as_dict() for c in chunks)
-            outcomes.append({**base, "outcome": outcome, "chunk_rows": [first, len(chunk_rows)]})
-        return PreparedBatch(batch_ref, len(batch["docs"]), outcomes, chunk_rows, counts, secs)
+    doc = SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
+    base = {
+        "doc_id": entry["doc_id"], "uri": doc.uri, "size": doc.size, "modified": doc.modified,
+        "etag": doc.etag, "prev_stores": entry["prev_stores"],
+    }
+    stage = "list"
+    try:
+        if doc.refused:
+            raise DocumentError(doc.refused)
+        stage = "read"
+        with _timed(secs, "read"):
+            data = src.read(doc, settings.max_document_bytes)
+            base.update(size=len(data), content_hash=content_hash(data))
+        if entry["prev_status"] == "failed" and base["content_hash"] == entry["prev_error_hash"]:
+            return {**base, "outcome": "unchanged"}, []  # still the bytes that failed: quarantined
+        same_content = base["content_hash"] == entry["prev_hash"] and entry["prev_status"] == "indexed"
+        if same_content and set(stores) <= set(entry["prev_stores"]):
+            return {**base, "outcome": "unchanged"}, []  # touched: mtime moved, bytes did not
+        stage = "parse"
+        with _timed(secs, "parse"):
+            blocks = parse_document(data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages)
+        del data
+        stage = "clean"
+        with _timed(secs, "clean"):
+            blocks = clean_blocks(blocks)
+        if not blocks:
+            raise DocumentError("no text left after cleaning (only page numbers, headers or symbols)")
+        n_chars = sum(len(b.text) for b in blocks)
+        if n_chars > settings.max_document_chars:
+            raise DocumentError(
+                f"extracted text is {n_chars:,} characters, over the max_document_chars cap of "
+                f"{settings.max_document_chars:,}"
+            )
+        stage = "chunk"
+        with _timed(secs, "chunk"):
+            chunks = rt.chunker.chunk_document(entry["doc_id"], doc.uri, blocks)
+        if not chunks:
+            raise DocumentError("no chunks were produced")
+    except DocumentGone as exc:
+        log.warning("skipped %s (%s): %s", doc.uri, stage, exc)
+        return {**base, "outcome": "failed", "error_stage": stage, "error": str(exc), "gone": True}, []
+    except DocumentError as exc:
+        log.warning("failed %s at %s: %s", doc.uri, stage, exc)
+        return {**base, "outcome": "failed", "error_stage": stage, "error": str(exc)}, []
+    if same_content:
+        outcome = "restored"  # same bytes, but a requested store lacks them
+    elif entry["prev_status"] in ("indexed", "failed"):
+        outcome = "changed"
+    else:
+        outcome = "new"
+    return {**base, "outcome": outcome}, chunks
 
 
 def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
     """The model half of :func:`process_batch`: embed (cache first) and stage the result."""
-    batch_ref, outcomes, chunk_rows = prepared.batch_ref, prepared.outcomes, prepared.chunk_rows
-    counts, secs = prepared.counts, prepared.seconds
-    if True:
-        t = time.perf_counter()
-        if chunk_rows:
+    counts, secs, chunk_rows = prepared.counts, prepared.seconds, prepared.chunk_rows
+    vectors = np.zeros((0, 0), dtype=np.float32)
+    if chunk_rows:
+        with _timed(secs, "embed"):
             res = rt.embedder.embed([c["text"] for c in chunk_rows], [c["text_hash"] for c in chunk_rows], rt.cache)
-            vectors = res.vectors
-            counts["encoded"] += res.encoded
-            counts["cache_hits"] += res.cache_hits
-        else:
-            vectors = np.zeros((0, 0), dtype=np.float32)
-        secs["embed"] += time.perf_counter() - t
-        counts["chunks"] = len(chunk_rows)
+        vectors = res.vectors
+        counts["encoded"] += res.encoded
+        counts["cache_hits"] += res.cache_hits
+    counts["chunks"] = len(chunk_rows)
 
-        result_path, vectors_path = _result_paths(batch_ref)
-        np.save(vectors_path, vectors)
-        out = {
-            "batch": batch_ref,
-            "result": str(result_path),
-            "counts": dict(counts),
-            "seconds": {k: round(v, 4) for k, v in secs.items()},
-        }
-        _write_json(result_path, {**out, "docs": outcomes, "chunks": chunk_rows, "vectors": str(vectors_path)})
-        log.info(
-            "batch %s: %d docs -> %d new, %d changed, %d unchanged, %d failed; %d chunks, %d encoded, %d from cache (%.1fs)",
-            Path(batch_ref).name, prepared.n_docs, counts["new"], counts["changed"], counts["unchanged"],
-            counts["failed"], len(chunk_rows), counts["encoded"], counts["cache_hits"], sum(secs.values()),
-        )
-        return out
+    result_path, vectors_path = _result_paths(prepared.batch_ref)
+    np.save(vectors_path, vectors)
+    out = {
+        "batch": prepared.batch_ref,
+        "result": str(result_path),
+        "counts": dict(counts),
+        "seconds": {k: round(v, 4) for k, v in secs.items()},
+    }
+    _write_json(result_path, {**out, "docs": prepared.outcomes, "chunks": chunk_rows, "vectors": str(vectors_path)})
+    log.info(
+        "batch %s: %d docs -> %d new, %d changed, %d unchanged, %d failed; %d chunks, %d encoded, %d from cache (%.1fs)",
+        Path(prepared.batch_ref).name, prepared.n_docs, counts["new"], counts["changed"], counts["unchanged"],
+        counts["failed"], len(chunk_rows), counts["encoded"], counts["cache_hits"], sum(secs.values()),
+    )
+    return out
 
 
 def _load_result(batch_ref: str) -> tuple[dict, np.ndarray]:
@@ -651,7 +645,10 @@ def ingest(
                 pending = pool.submit(prepare_batch, settings, plan.batches[n + 1], rt) if n + 1 < len(plan.batches) else None
                 log.info("embedding batch %d/%d", n + 1, len(plan.batches))
                 embed_batch(prepared, rt)
-        store_results = [upsert_store(settings, name, plan.ref, runtime=rt) for name in plan.stores]
+        # stores are independent: write them side by side (each has its own client and file)
+        with ThreadPoolExecutor(max_workers=len(plan.stores), thread_name_prefix="ragops-upsert") as pool:
+            futures = [pool.submit(upsert_store, settings, name, plan.ref, rt) for name in plan.stores]
+            store_results = [f.result() for f in futures]
         report = commit_run(settings, plan.ref, store_results, runtime=rt)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         return report

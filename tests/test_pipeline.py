@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 from rag_ops.catalog import Catalog
 from rag_ops.identity import doc_id_for
