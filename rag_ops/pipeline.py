@@ -636,15 +636,12 @@ def ingest(
             settings, source=source, full_sync=full_sync, since=since, until=until, stores=stores,
             run_id=run_id, runtime=rt,
         )
-        # Two-stage pipeline: a helper thread parses and chunks batch n+1 while this thread
-        # embeds batch n (torch releases the GIL while it encodes).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragops-prepare") as pool:
-            pending = pool.submit(prepare_batch, settings, plan.batches[0], rt) if plan.batches else None
-            for n in range(len(plan.batches)):
-                prepared = pending.result()
-                pending = pool.submit(prepare_batch, settings, plan.batches[n + 1], rt) if n + 1 < len(plan.batches) else None
-                log.info("embedding batch %d/%d", n + 1, len(plan.batches))
-                embed_batch(prepared, rt)
+        # Batches one after the other. Preparing batch n+1 in a thread while batch n encodes was
+        # measured (bench/ingest_bench.py, 2 cores): the encode slowed by 19% and the run gained
+        # nothing, because torch already keeps both cores busy.
+        for n, ref in enumerate(plan.batches, 1):
+            log.info("processing batch %d/%d", n, len(plan.batches))
+            process_batch(settings, ref, runtime=rt)
         # stores are independent: write them side by side (each has its own client and file)
         with ThreadPoolExecutor(max_workers=len(plan.stores), thread_name_prefix="ragops-upsert") as pool:
             futures = [pool.submit(upsert_store, settings, name, plan.ref, rt) for name in plan.stores]
