@@ -187,5 +187,19 @@ class Embedder:
         return EmbedResult(vectors, encoded=len(missing), cache_hits=hits, seconds=time.perf_counter() - t0)
 
 
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc only; a no-op elsewhere).
+
+    Encoding batches of changing sequence lengths leaves the heap fragmented: measured here, the
+    RSS of a 600-document ingest crept up batch after batch without this call.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def make_embedder(settings: "Settings") -> Embedder:
     return Embedder(settings.model_path, settings.model_id, settings.embed_batch_size, settings.embed_precision)

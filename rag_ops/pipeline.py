@@ -435,6 +435,10 @@ def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
         with _timed(secs, "embed"):
             res = rt.embedder.embed([c["text"] for c in chunk_rows], [c["text_hash"] for c in chunk_rows], rt.cache)
         vectors = res.vectors
+        if res.encoded:
+            from rag_ops.embed import release_freed_memory
+
+            release_freed_memory()
         counts["encoded"] += res.encoded
         counts["cache_hits"] += res.cache_hits
     counts["chunks"] = len(chunk_rows)
