@@ -2,7 +2,8 @@
 ### rag_ingest — keep the vector indexes in step with the documents
 
 `discover_documents` → `process_batch` (mapped, one per batch: read, parse, clean, chunk, embed)
-→ `upsert_chroma`, `upsert_milvus` (per store: upsert new chunks, drop stale ones, prune deleted
+→ `quality_gate` (Great Expectations: quarantines bad documents, stops a bad run before any
+write; Data Docs under `<data_dir>/quality/data_docs`) → `upsert_chroma`, `upsert_milvus` (per store: upsert new chunks, drop stale ones, prune deleted
 documents; a store not selected in `stores` is skipped) → `commit_catalog` (writes the catalog
 once every store has accepted the run; updates the `ragops://index/…` asset).
 
@@ -13,7 +14,8 @@ once every store has accepted the run; updates the `ragops://index/…` asset).
   Unchanged documents are skipped before parsing; an unchanged chunk is never encoded twice.
 
 **Params**: `source` (folder or `s3://bucket/prefix`, empty = `RAGOPS_SOURCE`), `full_sync`,
-`batch_size`, `stores`, `scope` (`auto` | `interval` | `all`).
+`batch_size`, `stores`, `scope` (`auto` | `interval` | `all`), `retry_quarantined`,
+`quality_max_failure_share`, `quality_min_printable_ratio`.
 
 Embedded stores take one writer at a time: every write to a store happens in its one upsert
 task, and at most `RAGOPS_STORE_WRITERS` (default 1) instances of it run at once across all
@@ -59,6 +61,13 @@ default_args = {
                         title="Vector stores", description="Stores to write"),
         "scope": Param("auto", type="string", enum=["auto", "interval", "all"], title="Scope",
                        description="auto: data interval for scheduled/backfill runs, everything changed for manual runs"),
+        "retry_quarantined": Param(False, type="boolean", title="Retry quarantined",
+                                   description="Process quarantined documents again even if their bytes did not change"),
+        "quality_max_failure_share": Param(SETTINGS.quality_max_failure_share, type="number", minimum=0, maximum=1,
+                                           title="Quality: max failure share",
+                                           description="Fail the run when more of its documents than this fail quality"),
+        "quality_min_printable_ratio": Param(SETTINGS.quality_min_printable_ratio, type="number", minimum=0, maximum=1,
+                                             title="Quality: min printable ratio"),
     },
 )
 def rag_ingest():
@@ -75,6 +84,14 @@ def rag_ingest():
         from rag_ops import airflow as adapter
 
         return adapter.process_batch(get_current_context(), batch_ref)
+
+    @task(retries=0)
+    def quality_gate() -> dict:
+        """Great Expectations suites over the run's documents, chunks and embeddings (no retry:
+        the same data gives the same verdict)."""
+        from rag_ops import airflow as adapter
+
+        return adapter.quality_gate(get_current_context())
 
     def upsert_task(store: str):
         @task(task_id=f"upsert_{store}", trigger_rule="none_failed", max_active_tis_per_dag=SETTINGS.store_writers)
@@ -96,7 +113,8 @@ def rag_ingest():
     batches = discover_documents()
     processed = process_batch.expand(batch_ref=batches)
     writes = [upsert_task(store) for store in STORE_NAMES]
-    processed >> writes >> commit_catalog()
+    gate = quality_gate()
+    processed >> gate >> writes >> commit_catalog()
 
 
 rag_ingest()

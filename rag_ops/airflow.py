@@ -45,6 +45,8 @@ def settings_from_params(params: dict[str, Any]) -> Settings:
         source=params.get("source") or None,
         batch_size=params.get("batch_size") or None,
         stores=tuple(stores) if stores else None,
+        quality_max_failure_share=params.get("quality_max_failure_share"),
+        quality_min_printable_ratio=params.get("quality_min_printable_ratio"),
     )
 
 
@@ -91,6 +93,7 @@ def discover(context: dict[str, Any]) -> list[str]:
         since=since,
         until=until,
         run_id=context["run_id"],
+        retry_quarantined=bool(params.get("retry_quarantined")),
     )
     return plan.batches
 
@@ -103,6 +106,14 @@ def process_batch(context: dict[str, Any], batch_ref: str) -> dict[str, Any]:
 
     context["batch_name"] = Path(batch_ref).stem  # shown as the map index in the UI
     return pipeline.process_batch(settings_from_params(context["params"]), batch_ref)
+
+
+@translate_errors
+def quality_gate(context: dict[str, Any]) -> dict[str, Any]:
+    """Run the quality suites over the staged run; a batch-level failure fails the task."""
+    from rag_ops import pipeline
+
+    return pipeline.quality_gate(settings_from_params(context["params"]), _plan_ref(context))
 
 
 @translate_errors

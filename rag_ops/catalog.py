@@ -65,6 +65,32 @@ runs = sa.Table(
     sa.Column("report", sa.Text),
 )
 
+quarantine = sa.Table(
+    "quarantine",
+    _meta,
+    sa.Column("doc_id", sa.String(64), primary_key=True),
+    sa.Column("uri", sa.Text),
+    sa.Column("stage", sa.String(16)),
+    sa.Column("reason", sa.Text),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("first_seen", sa.String(32)),
+    sa.Column("last_seen", sa.String(32)),
+    sa.Column("last_run_id", sa.String(128)),
+)
+quality_results = sa.Table(
+    "quality_results",
+    _meta,
+    sa.Column("result_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(128)),
+    sa.Column("suite", sa.String(32)),
+    sa.Column("expectation", sa.String(128)),
+    sa.Column("column_name", sa.String(64)),
+    sa.Column("success", sa.Integer),
+    sa.Column("observed_value", sa.Text),
+    sa.Column("unexpected_count", sa.Integer),
+    sa.Column("created_at", sa.String(32)),
+)
+
 
 def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
@@ -252,6 +278,12 @@ class Catalog:
                         ],
                         "doc_id",
                     )
+                if indexed:
+                    ids = [d["doc_id"] for d in indexed]
+                    for i in range(0, len(ids), 500):
+                        conn.execute(quarantine.delete().where(quarantine.c.doc_id.in_(ids[i : i + 500])))
+                if failed:
+                    self._quarantine(conn, failed, run_id, now)
                 if failed:
                     known = self.documents_by_id([d["doc_id"] for d in failed])
                     rows = []
@@ -273,6 +305,7 @@ class Catalog:
                 for i in range(0, len(deleted), 500):
                     part = list(deleted[i : i + 500])
                     conn.execute(chunks.delete().where(chunks.c.doc_id.in_(part)))
+                    conn.execute(quarantine.delete().where(quarantine.c.doc_id.in_(part)))
                     conn.execute(
                         documents.update()
                         .where(documents.c.doc_id.in_(part))
@@ -280,6 +313,71 @@ class Catalog:
                     )
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"catalog write failed: {_short(exc)}") from exc
+
+    def _quarantine(self, conn, failed: Sequence[dict], run_id: str, now: str) -> None:
+        """Record (or refresh) the quarantine rows of failed documents; first_seen is kept."""
+        ids = [d["doc_id"] for d in failed]
+        first = {}
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                sa.select(quarantine.c.doc_id, quarantine.c.first_seen).where(quarantine.c.doc_id.in_(ids[i : i + 500]))
+            ).all()
+            first.update(dict(rows))
+        self._upsert(
+            conn,
+            quarantine,
+            [
+                {
+                    "doc_id": d["doc_id"], "uri": d["uri"], "stage": d["error_stage"], "reason": d["error"],
+                    "content_hash": d.get("content_hash"), "first_seen": first.get(d["doc_id"], now),
+                    "last_seen": now, "last_run_id": run_id,
+                }
+                for d in failed
+            ],
+            "doc_id",
+        )
+
+    def quarantined(self) -> list[dict]:
+        """Every quarantined document: doc_id, uri, stage, reason, content_hash, first/last seen."""
+        with self._read() as conn:
+            stmt = sa.select(quarantine).order_by(quarantine.c.uri)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def write_quality_results(self, run_id: str, outcomes: Sequence[dict]) -> None:
+        """Store one run's expectation outcomes (suite, expectation, column, success, observed, count)."""
+        import hashlib
+
+        now = utcnow()
+        rows = []
+        for n, o in enumerate(outcomes):
+            key = f"{run_id}|{o['suite']}|{o['expectation']}|{o.get('column')}|{n}"
+            rows.append(
+                {
+                    "result_id": hashlib.sha256(key.encode()).hexdigest()[:32], "run_id": run_id, "suite": o["suite"],
+                    "expectation": o["expectation"], "column_name": o.get("column"), "success": int(bool(o["success"])),
+                    "observed_value": str(o.get("observed_value"))[:2000], "unexpected_count": int(o.get("unexpected_count") or 0),
+                    "created_at": now,
+                }
+            )
+        if rows:
+            with self.engine.begin() as conn:
+                self._upsert(conn, quality_results, rows, "result_id")
+
+    def quality_results_of(self, run_id: str) -> list[dict]:
+        with self._read() as conn:
+            stmt = sa.select(quality_results).where(quality_results.c.run_id == run_id)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def mark_for_restore(self, doc_ids: Sequence[str], complete_stores: dict[str, set[str]]) -> None:
+        """Make the next ingest re-upsert these documents: forget their listing metadata and
+        record only the stores that really hold them (used by ``verify --repair``)."""
+        with self.engine.begin() as conn:
+            for doc_id in doc_ids:
+                conn.execute(
+                    documents.update()
+                    .where(documents.c.doc_id == doc_id)
+                    .values(size_bytes=None, stores=",".join(sorted(complete_stores.get(doc_id, set()))) or None)
+                )
 
     def start_run(self, run_id: str, source: str, full_sync: bool) -> None:
         with self.engine.begin() as conn:

@@ -4,6 +4,8 @@
                   [--since ISO] [--until ISO] [--json]
     ragops query TEXT [--store chroma|milvus] [-k N] [--json]
     ragops status [--json]
+    ragops quarantine [--json]
+    ragops verify [--repair] [--json]
 
 Settings come from ``RAGOPS_*`` environment variables (see README). Logs go to stderr; results
 to stdout. With ``--json`` the last line of stdout is one JSON object (a list for ``query``).
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--since", help="only documents modified at or after this time (ISO 8601)")
     ing.add_argument("--until", help="only documents modified before this time (ISO 8601)")
     ing.add_argument("--batch-size", type=int, help="documents per processing batch")
+    ing.add_argument("--retry-quarantined", action="store_true", help="process quarantined documents again")
     ing.add_argument("--json", action="store_true", help="print the run report as JSON on the last line")
 
     q = sub.add_parser("query", help="search a store with a question")
@@ -49,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="catalog and store counts")
     st.add_argument("--json", action="store_true", help="print the status as JSON on the last line")
+
+    qu = sub.add_parser("quarantine", help="documents that could not be indexed, with the reason")
+    qu.add_argument("--json", action="store_true", help="print the list as JSON on the last line")
+
+    ve = sub.add_parser("verify", help="compare the catalog with the stores (missing and orphan chunks)")
+    ve.add_argument("--repair", action="store_true", help="delete orphans and restore missing chunks")
+    ve.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     return p
 
 
@@ -56,7 +66,10 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     from rag_ops.pipeline import ingest
 
     settings = load_settings(stores=args.stores, batch_size=args.batch_size)
-    report = ingest(settings, source=args.source, full_sync=args.full_sync, since=args.since, until=args.until)
+    report = ingest(
+        settings, source=args.source, full_sync=args.full_sync, since=args.since, until=args.until,
+        retry_quarantined=args.retry_quarantined,
+    )
     if not args.json:
         print(format_report(report))
     return report
@@ -119,6 +132,34 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_quarantine(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from rag_ops.catalog import Catalog
+
+    settings = load_settings()
+    catalog = Catalog(settings.catalog_db_url)
+    catalog.migrate()
+    rows = catalog.quarantined()
+    catalog.close()
+    if not args.json:
+        print(f"{len(rows)} quarantined document(s)")
+        for r in rows:
+            print(f"  {r['uri']}\n    {r['stage']}: {r['reason']} (since {r['first_seen']}, last seen {r['last_seen']})")
+    return rows
+
+
+def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.verify import verify
+
+    result = verify(load_settings(), repair=args.repair)
+    if not args.json:
+        for name, v in result["stores"].items():
+            print(f"{name}: expected {v['expected']}, holds {v['actual']}, missing {v['missing']}, orphans {v['orphans']}")
+        if "repaired" in result:
+            print(f"repaired: {result['repaired']}")
+        print("OK: catalog and stores agree" if result["ok"] else "MISMATCH: run `ragops verify --repair`")
+    return result
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"run {r['run_id']}",
@@ -133,7 +174,9 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"ingest": cmd_ingest, "query": cmd_query, "status": cmd_status}
+COMMANDS = {
+    "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine, "verify": cmd_verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if getattr(args, "json", False):
         print(json.dumps(result, default=str))
+    if args.command == "verify" and not result["ok"]:
+        return 3  # a difference remains: scripts and CI can act on it
     return 0
 
 

@@ -112,6 +112,11 @@ class Settings:
     max_document_chars: int = 5_000_000
     max_pdf_pages: int = 2_000
     languages: tuple[str, ...] = ("eng",)  # document languages for unstructured (skips detection)
+    # quality gate (Great Expectations suites in rag_ops/quality.py)
+    quality_min_printable_ratio: float = 0.9  # documents: printable characters / all
+    quality_max_duplicate_rate: float = 0.5  # chunks: share whose text repeats another chunk's
+    quality_max_near_duplicate_rate: float = 0.5  # embeddings: share with a cosine >= 0.999 twin
+    quality_max_failure_share: float = 0.2  # more quarantined documents than this share fails the run
     # logging
     log_level: str = "INFO"
 
@@ -158,6 +163,10 @@ class Settings:
                 "collection must be 3-60 characters of letters, digits and underscores "
                 f"(valid in both Chroma and Milvus). Got {self.collection!r}."
             )
+        for name in ("quality_min_printable_ratio", "quality_max_duplicate_rate",
+                     "quality_max_near_duplicate_rate", "quality_max_failure_share"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1. Got {getattr(self, name)!r}.")
         for name in ("milvus_index_params", "milvus_search_params"):
             try:
                 if not isinstance(json.loads(getattr(self, name)), dict):
@@ -260,6 +269,8 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
     try:
         if type_name == "int":
             return int(raw)
+        if type_name == "float":
+            return float(raw)
         if type_name.startswith("tuple"):
             return _split_list(raw)
         if type_name == "Path":
@@ -267,7 +278,7 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
         if type_name == "Secret":
             return Secret(raw)
     except ValueError:
-        kind = {"int": "an integer"}.get(type_name, type_name)
+        kind = {"int": "an integer", "float": "a number"}.get(type_name, type_name)
         raise ConfigError(f"RAGOPS_{name.upper()} must be {kind}. Got {raw!r}.") from None
     return raw
 

@@ -201,5 +201,31 @@ def release_freed_memory() -> None:
         pass
 
 
+def model_dimension(model_path: str) -> int | None:
+    """The embedding size a sentence-transformers model folder declares, without loading it.
+
+    Reads the last Dense layer's ``out_features`` if there is one, else the pooling layer's
+    ``word_embedding_dimension``; None when the folder does not say.
+    """
+    import json
+
+    root = Path(model_path)
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dim = None
+    for module in modules:
+        cfg = root / module.get("path", "") / "config.json"
+        if not cfg.is_file():
+            continue
+        conf = json.loads(cfg.read_text())
+        if "Dense" in module.get("type", "") and "out_features" in conf:
+            dim = int(conf["out_features"])
+        elif "Pooling" in module.get("type", "") and "word_embedding_dimension" in conf:
+            dim = int(conf["word_embedding_dimension"])
+    return dim
+
+
 def make_embedder(settings: "Settings") -> Embedder:
     return Embedder(settings.model_path, settings.model_id, settings.embed_batch_size, settings.embed_precision)

@@ -5,12 +5,14 @@
     RagopsError                      base; ``retryable`` says whether trying again can help
     ├── ConfigError                  a setting is invalid (never retryable)
     ├── SourceError                  listing or reading the source failed
-    │   └── DocumentGone             a listed document vanished before it could be read
+    │   ├── DocumentGone             a listed document vanished before it could be read
+    │   └── DocumentChanged          a document changed while it was read (read again next run)
     ├── DocumentError                one document cannot be indexed; the batch goes on
     │   ├── UnsupportedFormat        no parser for this file type
     │   ├── ParseError               the parser failed or found no text
     │   └── DocumentTooLarge         over a size cap, refused before parsing
     ├── EmbeddingError               the model could not be loaded or failed to encode
+    ├── QualityGateError             a batch-level quality expectation failed (rag_ops.quality)
     ├── StoreError                   a vector store refused or could not be reached (retryable)
     └── CatalogError                 the SQL catalog failed
 
@@ -41,6 +43,12 @@ class SourceError(RagopsError):
 
 class DocumentGone(SourceError):
     """A document listed earlier no longer exists."""
+
+    retryable = False
+
+
+class DocumentChanged(SourceError):
+    """A document changed while it was being read; its bytes are not trusted this run."""
 
     retryable = False
 

@@ -134,7 +134,7 @@ def decode_text(data: bytes) -> str:
                     candidate = data.decode(encoding)
                 except UnicodeDecodeError:
                     continue
-                if _printable_share(candidate) > 0.95:
+                if printable_share(candidate) > 0.95:
                     text = candidate
                     break
             if text is None:
@@ -145,7 +145,7 @@ def decode_text(data: bytes) -> str:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
                 text = _decode_legacy(data)
-    share = _printable_share(text)
+    share = printable_share(text)
     if share < 0.85:
         raise ParseError(f"file looks binary, not text (only {share:.0%} printable characters)")
     return text
@@ -171,7 +171,8 @@ def _decode_legacy(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def _printable_share(text: str) -> float:
+def printable_share(text: str) -> float:
+    """Share of printable characters (whitespace counts) in the first 100,000 characters."""
     sample = text[:100_000]
     if not sample:
         return 0.0

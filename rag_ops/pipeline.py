@@ -39,7 +39,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from rag_ops.config import Settings
-from rag_ops.errors import DocumentError, DocumentGone, RagopsError
+from rag_ops.errors import DocumentChanged, DocumentError, DocumentGone, DocumentTooLarge, RagopsError
+from rag_ops.parse import extension_of
 from rag_ops.identity import content_hash, doc_id_for
 from rag_ops.sources import SourceDocument, open_source
 
@@ -190,6 +191,7 @@ def discover(
     until: Any = None,
     stores: Iterable[str] | None = None,
     run_id: str | None = None,
+    retry_quarantined: bool = False,
     runtime: Runtime | None = None,
 ) -> Plan:
     """List the source, decide what needs work, and stage the batches.
@@ -202,6 +204,7 @@ def discover(
             documents modified in ``[since, until)`` are considered; either may be None (open).
         stores: stores this run writes; default ``settings.stores``.
         run_id: the run's id (Airflow's run id); a new one when None.
+        retry_quarantined: process quarantined documents again even if their bytes did not change.
         runtime: shared resources; one is made (and closed) when None.
 
     Returns:
@@ -233,7 +236,8 @@ def discover(
             counts["seen"] += 1
             prev = known.get(did)
             if prev is not None and prev.status != "deleted" and not doc.refused and _same_metadata(prev, doc):
-                if prev.status == "failed" or set(stores) <= prev.stores:
+                quarantined_as_is = prev.status == "failed" and not retry_quarantined
+                if quarantined_as_is or (prev.status == "indexed" and set(stores) <= prev.stores):
                     counts["unchanged"] += 1
                     continue
             entries.append(
@@ -244,6 +248,7 @@ def discover(
                     "prev_hash": prev.content_hash if prev and prev.status != "deleted" else None,
                     "prev_error_hash": prev.error_hash if prev else None,
                     "prev_stores": sorted(prev.stores) if prev else [],
+                    "retry": retry_quarantined,
                 }
             )
         deleted: list[str] = []
@@ -387,12 +392,23 @@ def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, r
         with _timed(secs, "read"):
             data = src.read(doc, settings.max_document_bytes)
             base.update(size=len(data), content_hash=content_hash(data))
-        if entry["prev_status"] == "failed" and base["content_hash"] == entry["prev_error_hash"]:
+        if (
+            entry["prev_status"] == "failed"
+            and base["content_hash"] == entry["prev_error_hash"]
+            and not entry.get("retry")
+        ):
             return {**base, "outcome": "unchanged"}, []  # still the bytes that failed: quarantined
         same_content = base["content_hash"] == entry["prev_hash"] and entry["prev_status"] == "indexed"
         if same_content and set(stores) <= set(entry["prev_stores"]):
             return {**base, "outcome": "unchanged"}, []  # touched: mtime moved, bytes did not
         stage = "parse"
+        if extension_of(doc.uri) in TEXT_LIKE and len(data) > 4 * settings.max_document_chars:
+            # a text file this large cannot fit max_document_chars (UTF-8 takes <= 4 bytes a
+            # character): refuse it before decoding and partitioning it
+            raise DocumentTooLarge(
+                f"text file is {len(data):,} bytes, more than max_document_chars "
+                f"({settings.max_document_chars:,}) can hold; refused before parsing"
+            )
         with _timed(secs, "parse"):
             blocks = parse_document(data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages)
         del data
@@ -401,20 +417,28 @@ def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, r
             blocks = clean_blocks(blocks)
         if not blocks:
             raise DocumentError("no text left after cleaning (only page numbers, headers or symbols)")
-        n_chars = sum(len(b.text) for b in blocks)
+        base["stats"] = _text_stats(blocks)
+        n_chars = base["stats"]["n_chars"]
         if n_chars > settings.max_document_chars:
-            raise DocumentError(
+            raise DocumentTooLarge(
                 f"extracted text is {n_chars:,} characters, over the max_document_chars cap of "
                 f"{settings.max_document_chars:,}"
+            )
+        if n_chars >= 2000 and base["stats"]["spaces"] * 200 < n_chars:
+            raise DocumentError(
+                f"text has almost no word boundaries ({n_chars:,} characters, {base['stats']['spaces']:,} "
+                "spaces): it looks like encoded or binary data, not prose"
             )
         stage = "chunk"
         with _timed(secs, "chunk"):
             chunks = rt.chunker.chunk_document(entry["doc_id"], doc.uri, blocks)
         if not chunks:
             raise DocumentError("no chunks were produced")
-    except DocumentGone as exc:
+    except (DocumentGone, DocumentChanged) as exc:
+        # quarantined like any failure: a changed file is read again next run (its listing moved),
+        # a deleted one leaves the catalog with the next full sync
         log.warning("skipped %s (%s): %s", doc.uri, stage, exc)
-        return {**base, "outcome": "failed", "error_stage": stage, "error": str(exc), "gone": True}, []
+        return {**base, "outcome": "failed", "error_stage": stage, "error": str(exc)}, []
     except DocumentError as exc:
         log.warning("failed %s at %s: %s", doc.uri, stage, exc)
         return {**base, "outcome": "failed", "error_stage": stage, "error": str(exc)}, []
@@ -425,6 +449,27 @@ def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, r
     else:
         outcome = "new"
     return {**base, "outcome": outcome}, chunks
+
+
+TEXT_LIKE = {".txt", ".text", ".log", ".rst", ".md", ".markdown", ".html", ".htm", ".xhtml"}
+
+
+def _text_stats(blocks: list) -> dict:
+    """What the documents quality suite checks, computed once from the cleaned text."""
+    from rag_ops.parse import printable_share
+
+    text = "\n\n".join(b.text for b in blocks)
+    try:
+        text.encode("utf-8")
+        utf8_ok = True
+    except UnicodeEncodeError:  # lone surrogates from a bad decode
+        utf8_ok = False
+    return {
+        "n_chars": len(text),
+        "spaces": sum(1 for ch in text if ch.isspace()),
+        "printable_ratio": round(printable_share(text), 4),
+        "utf8_ok": utf8_ok,
+    }
 
 
 def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
@@ -468,6 +513,96 @@ def _load_result(batch_ref: str) -> tuple[dict, np.ndarray]:
     return result, np.load(result["vectors"])
 
 
+# ---------------------------------------------------------------------------- quality
+def quality_thresholds(settings: Settings):
+    """The gate's thresholds, from the settings and the model's declared dimension."""
+    from rag_ops.embed import model_dimension
+    from rag_ops.quality import Thresholds
+
+    return Thresholds(
+        max_document_bytes=settings.max_document_bytes,
+        min_printable_ratio=settings.quality_min_printable_ratio,
+        max_chunk_tokens=settings.chunk_size,
+        max_duplicate_chunk_rate=settings.quality_max_duplicate_rate,
+        embedding_dim=model_dimension(settings.model_path) or 384,
+        max_near_duplicate_rate=settings.quality_max_near_duplicate_rate,
+        max_failure_share=settings.quality_max_failure_share,
+    )
+
+
+def _gate_path(plan: Plan) -> Path:
+    return Path(plan.run_dir) / "quality.json"
+
+
+def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = None) -> dict:
+    """Run the Great Expectations suites over everything this run is about to upsert.
+
+    Row-level failures quarantine the offending documents (they are not upserted; the rest go
+    on); batch-level failures (wrong dimension, too many duplicates, too large a failure share)
+    stop the run here, before any store is written. Results go to the catalog
+    (``quality_results``) and to a Data Docs site under ``<data_dir>/quality/data_docs``.
+
+    Returns:
+        ``{"checked", "quarantined", "data_docs", "seconds"}``.
+
+    Raises:
+        QualityGateError: a batch-level expectation failed (message names it and the observed value).
+    """
+    from rag_ops import quality
+
+    own = runtime is None
+    rt = runtime or Runtime(settings)
+    t0 = time.perf_counter()
+    try:
+        plan = Plan.load(plan_ref)
+        documents, chunk_rows, vector_parts = [], [], []
+        for batch_ref in plan.batches:
+            result, vectors = _load_result(batch_ref)
+            for d in result["docs"]:
+                if d["outcome"] not in ("new", "changed", "restored"):
+                    continue
+                lo, hi = d["chunk_rows"]
+                documents.append({"doc_id": d["doc_id"], "uri": d["uri"], "size": d["size"], **d["stats"]})
+                chunk_rows.extend(result["chunks"][lo:hi])
+                vector_parts.append(vectors[lo:hi])
+        vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), dtype=np.float32)
+        gate = quality.check_quality(
+            documents, chunk_rows, vectors, quality_thresholds(settings),
+            run_id=plan.run_id, docs_dir=settings.data_dir / "quality" / "data_docs",
+        )
+        outcomes = [dict(o.__dict__) for o in gate.outcomes]
+        _write_json(
+            _gate_path(plan),
+            {"quarantined": gate.quarantined, "batch_failures": gate.batch_failures, "data_docs": gate.data_docs},
+        )
+        rt.catalog.write_quality_results(plan.run_id, outcomes)
+        failed = sum(1 for o in outcomes if not o["success"])
+        log.info(
+            "quality: %d documents, %d chunks checked; %d expectations failed; %d documents quarantined; "
+            "Data Docs: %s", len(documents), len(chunk_rows), failed, len(gate.quarantined), gate.data_docs,
+        )
+        for doc_id, reason in gate.quarantined.items():
+            log.warning("quality: quarantined %s: %s", next(d["uri"] for d in documents if d["doc_id"] == doc_id), reason)
+        quality.enforce(gate)
+        return {
+            "checked": len(documents), "quarantined": len(gate.quarantined), "data_docs": gate.data_docs,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+    finally:
+        if own:
+            rt.close()
+
+
+def _quarantined_by_gate(plan: Plan) -> dict[str, str]:
+    path = _gate_path(plan)
+    if not path.exists():
+        return {}
+    gate = json.loads(path.read_text())
+    if gate["batch_failures"]:
+        raise RagopsError("the quality gate failed for this run: refusing to write it: " + "; ".join(gate["batch_failures"]))
+    return gate["quarantined"]
+
+
 # ---------------------------------------------------------------------------- stores
 def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Runtime | None = None) -> dict:
     """Write every staged batch of a run into one store: upsert, drop stale chunks, prune.
@@ -491,10 +626,14 @@ def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Ru
     upserted = removed = 0
     try:
         plan = Plan.load(plan_ref)
+        quarantined = _quarantined_by_gate(plan)
         store = rt.store(store_name)
         for batch_ref in plan.batches:
             result, vectors = _load_result(batch_ref)
-            docs = [d for d in result["docs"] if d["outcome"] in ("new", "changed", "restored")]
+            docs = [
+                d for d in result["docs"]
+                if d["outcome"] in ("new", "changed", "restored") and d["doc_id"] not in quarantined
+            ]
             if not docs:
                 continue
             existing = store.ids_by_doc([d["doc_id"] for d in docs])
@@ -554,6 +693,7 @@ def commit_run(
     t0 = time.perf_counter()
     try:
         plan = Plan.load(plan_ref)
+        quarantined = _quarantined_by_gate(plan)
         indexed, failed, touched = [], [], []
         counts: Counter[str] = Counter()
         seconds: Counter[str] = Counter(plan.seconds)
@@ -563,6 +703,10 @@ def commit_run(
             counts.update(result["counts"])
             seconds.update(result["seconds"])
             for d in result["docs"]:
+                if d["doc_id"] in quarantined:
+                    counts[d["outcome"]] -= 1
+                    counts["failed"] += 1
+                    d = {**d, "outcome": "failed", "error_stage": "quality", "error": quarantined[d["doc_id"]]}
                 if d["outcome"] in ("new", "changed", "restored"):
                     lo, hi = d["chunk_rows"]
                     # changed content lives only in this run's stores; restored content keeps the old ones
@@ -570,8 +714,7 @@ def commit_run(
                     indexed.append({**d, "chunks": result["chunks"][lo:hi], "stores": prev_stores | set(plan.stores)})
                 elif d["outcome"] == "failed":
                     failures[d["uri"]] = f"{d['error_stage']}: {d['error']}"
-                    if not d.get("gone"):
-                        failed.append(d)
+                    failed.append(d)
                 elif d["outcome"] == "unchanged":
                     touched.append(d)
         upserted = {r["store"]: r["upserted"] for r in store_results}
@@ -629,6 +772,7 @@ def ingest(
     since: Any = None,
     until: Any = None,
     run_id: str | None = None,
+    retry_quarantined: bool = False,
     runtime: Runtime | None = None,
 ) -> dict:
     """Run the whole pipeline in this process (what the CLI does). Returns the run report."""
@@ -638,24 +782,36 @@ def ingest(
     try:
         plan = discover(
             settings, source=source, full_sync=full_sync, since=since, until=until, stores=stores,
-            run_id=run_id, runtime=rt,
+            run_id=run_id, retry_quarantined=retry_quarantined, runtime=rt,
         )
-        # Batches one after the other. Preparing batch n+1 in a thread while batch n encodes was
-        # measured (bench/ingest_bench.py, 2 cores): the encode slowed by 19% and the run gained
-        # nothing, because torch already keeps both cores busy.
-        for n, ref in enumerate(plan.batches, 1):
-            log.info("processing batch %d/%d", n, len(plan.batches))
-            process_batch(settings, ref, runtime=rt)
-        # stores are independent: write them side by side (each has its own client and file)
-        with ThreadPoolExecutor(max_workers=len(plan.stores), thread_name_prefix="ragops-upsert") as pool:
-            futures = [pool.submit(upsert_store, settings, name, plan.ref, rt) for name in plan.stores]
-            store_results = [f.result() for f in futures]
-        report = commit_run(settings, plan.ref, store_results, runtime=rt)
-        report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-        return report
+        try:
+            return _run_plan(settings, plan, rt, t0)
+        except RagopsError as exc:
+            rt.catalog.finish_run(plan.run_id, {"error": f"{type(exc).__name__}: {exc}"}, status="failed")
+            raise
     finally:
         if own:
             rt.close()
+
+
+def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float) -> dict:
+    """Process, gate, write and commit a discovered plan in this process."""
+    # Batches one after the other. Preparing batch n+1 in a thread while batch n encodes was
+    # measured (bench/ingest_bench.py, 2 cores): the encode slowed by 19% and the run gained
+    # nothing, because torch already keeps both cores busy.
+    for n, ref in enumerate(plan.batches, 1):
+        log.info("processing batch %d/%d", n, len(plan.batches))
+        process_batch(settings, ref, runtime=rt)
+    gate = quality_gate(settings, plan.ref, runtime=rt)
+    # stores are independent: write them side by side (each has its own client and file)
+    with ThreadPoolExecutor(max_workers=len(plan.stores), thread_name_prefix="ragops-upsert") as pool:
+        futures = [pool.submit(upsert_store, settings, name, plan.ref, rt) for name in plan.stores]
+        store_results = [f.result() for f in futures]
+    report = commit_run(settings, plan.ref, store_results, runtime=rt)
+    report["seconds"]["quality"] = gate["seconds"]
+    report["data_docs"] = gate["data_docs"]
+    report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    return report
 
 
 def _write_json(path: Path, data: Any) -> None:

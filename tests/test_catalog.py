@@ -12,6 +12,7 @@ from rag_ops.catalog import Catalog, ChunkRow, DocumentRow
 from rag_ops.errors import CatalogError
 
 FIRST = "001_catalog"
+ALL = sorted(p.stem for p in catalog_mod.SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,11 +66,11 @@ def chunk_ids(d: dict) -> set[str]:
 def test_migrate_applies_once_and_is_idempotent(db_url):
     c = Catalog(db_url)
     try:
-        assert c.migrate() == [FIRST]
-        assert {"documents", "chunks", "runs", "schema_migrations"} <= tables(c)
-        assert migration_rows(c) == [FIRST]
+        assert c.migrate() == ALL
+        assert {"documents", "chunks", "runs", "schema_migrations", "quarantine", "quality_results"} <= tables(c)
+        assert migration_rows(c) == ALL
         assert c.migrate() == []
-        assert migration_rows(c) == [FIRST]
+        assert migration_rows(c) == ALL
     finally:
         c.close()
     # a new Catalog object on the same database sees it applied too

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from rag_ops.errors import DocumentGone, DocumentTooLarge, SourceError
+from rag_ops.errors import DocumentChanged, DocumentGone, DocumentTooLarge, SourceError
 from rag_ops.sources import SourceDocument, path_selected
 
 
@@ -57,16 +57,19 @@ class LocalSource:
         path = Path(doc.uri)
         try:
             with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size > max_bytes:
+                before = os.fstat(fh.fileno())
+                if before.st_size > max_bytes:
                     raise DocumentTooLarge(
-                        f"file is {size:,} bytes, over the max_document_bytes cap of {max_bytes:,}"
+                        f"file is {before.st_size:,} bytes, over the max_document_bytes cap of {max_bytes:,}"
                     )
                 data = fh.read(max_bytes + 1)
+                after = os.stat(path)
         except FileNotFoundError:
             raise DocumentGone("file was deleted after it was listed") from None
         except IsADirectoryError:
             raise DocumentGone("path is no longer a file") from None
         if len(data) > max_bytes:
             raise DocumentTooLarge(f"file grew past the max_document_bytes cap of {max_bytes:,} while read")
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (len(data), before.st_mtime_ns, before.st_ino):
+            raise DocumentChanged("file changed while it was being read; the next run reads it again")
         return data

@@ -35,13 +35,19 @@ print(json.dumps(out))
     assert out["errors"] == {}
     assert out["dags"]["rag_ingest"] == {
         "discover_documents": ["process_batch"],
-        "process_batch": ["upsert_chroma", "upsert_milvus"],
+        "process_batch": ["quality_gate"],
+        "quality_gate": ["upsert_chroma", "upsert_milvus"],
         "upsert_chroma": ["commit_catalog"],
         "upsert_milvus": ["commit_catalog"],
         "commit_catalog": [],
     }
-    assert out["params"]["rag_ingest"] == ["batch_size", "full_sync", "scope", "source", "stores"]
-    assert all(r >= 2 for r in out["retries"]["rag_ingest"].values())
+    assert out["params"]["rag_ingest"] == [
+        "batch_size", "full_sync", "quality_max_failure_share", "quality_min_printable_ratio", "retry_quarantined",
+        "scope", "source", "stores",
+    ]
+    retries = out["retries"]["rag_ingest"]
+    assert retries.pop("quality_gate") == 0  # same data, same verdict: no retry
+    assert all(r >= 2 for r in retries.values())
 
 
 def _last_report(settings: Settings) -> dict:
