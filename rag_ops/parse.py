@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -266,6 +267,10 @@ def _check_pdf(data: bytes, max_pages: int) -> None:
         raise DocumentTooLarge(f"PDF has {pages:,} pages, over the max_pdf_pages cap of {max_pages:,}")
 
 
+_OBJECT_REPR = re.compile(r"\s*:?\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+
 def _short(exc: Exception, limit: int = 200) -> str:
-    msg = " ".join(str(exc).split())
+    """A library's exception text, one line, without object reprs like <_io.BytesIO object at 0x…>."""
+    msg = _OBJECT_REPR.sub("", " ".join(str(exc).split())).strip()
     return msg[:limit] + ("…" if len(msg) > limit else "")
