@@ -19,7 +19,8 @@ once every store has accepted the run; updates the `ragops://index/…` asset).
 
 Embedded stores take one writer at a time: every write to a store happens in its one upsert
 task, and at most `RAGOPS_STORE_WRITERS` (default 1) instances of it run at once across all
-runs of this DAG (raise it for a Chroma or Milvus server). Settings come from `RAGOPS_*` variables (see the README).
+runs of this DAG (raise it for a Chroma or Milvus server). Settings come from `RAGOPS_*`
+variables (see the README). Dict results are one XCom each (`multiple_outputs=False`).
 """
 
 from __future__ import annotations
@@ -78,14 +79,14 @@ def rag_ingest():
 
         return adapter.discover(get_current_context())
 
-    @task(max_active_tis_per_dagrun=SETTINGS.parallel_batches, map_index_template="{{ batch_name }}")
+    @task(max_active_tis_per_dagrun=SETTINGS.parallel_batches, map_index_template="{{ batch_name }}", multiple_outputs=False)
     def process_batch(batch_ref: str) -> dict:
         """Read, parse, clean, chunk and embed one batch (bad documents are recorded, not fatal)."""
         from rag_ops import airflow as adapter
 
         return adapter.process_batch(get_current_context(), batch_ref)
 
-    @task(retries=0)
+    @task(retries=0, multiple_outputs=False)
     def quality_gate() -> dict:
         """Great Expectations suites over the run's documents, chunks and embeddings (no retry:
         the same data gives the same verdict)."""
@@ -94,7 +95,10 @@ def rag_ingest():
         return adapter.quality_gate(get_current_context())
 
     def upsert_task(store: str):
-        @task(task_id=f"upsert_{store}", trigger_rule="none_failed", max_active_tis_per_dag=SETTINGS.store_writers)
+        @task(
+            task_id=f"upsert_{store}", trigger_rule="none_failed", max_active_tis_per_dag=SETTINGS.store_writers,
+            multiple_outputs=False,
+        )
         def upsert() -> dict:
             """Upsert staged chunks, drop stale ones, prune deleted documents (skipped if not selected)."""
             from rag_ops import airflow as adapter
@@ -103,7 +107,7 @@ def rag_ingest():
 
         return upsert()
 
-    @task(trigger_rule="none_failed", outlets=[INDEX_ASSET])
+    @task(trigger_rule="none_failed", outlets=[INDEX_ASSET], multiple_outputs=False)
     def commit_catalog() -> dict:
         """Record the run in the catalog, after every store accepted it; returns the run report."""
         from rag_ops import airflow as adapter
