@@ -114,7 +114,7 @@ class Settings:
     languages: tuple[str, ...] = ("eng",)  # document languages for unstructured (skips detection)
     # quality gate (Great Expectations suites in rag_ops/quality.py)
     quality_min_printable_ratio: float = 0.9  # documents: printable characters / all
-    quality_max_duplicate_rate: float = 0.5  # chunks: share whose text repeats another chunk's
+    quality_max_duplicate_rate: float = 0.8  # chunks: share whose text repeats another chunk's
     quality_max_near_duplicate_rate: float = 0.5  # embeddings: share with a cosine >= 0.999 twin
     quality_max_failure_share: float = 0.2  # more quarantined documents than this share fails the run
     # logging

@@ -410,7 +410,10 @@ def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, r
                 f"({settings.max_document_chars:,}) can hold; refused before parsing"
             )
         with _timed(secs, "parse"):
-            blocks = parse_document(data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages)
+            blocks = parse_document(
+                data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages,
+                max_chars=settings.max_document_chars,
+            )
         del data
         stage = "clean"
         with _timed(secs, "clean"):

@@ -415,7 +415,7 @@ def _embeddings_frame(vectors: np.ndarray, chunks: list[dict], distinct_texts: i
             "finite": finite,
             "norm": norm,
             "fingerprint": fingerprint,
-            "near_duplicate": near_duplicate_column(vectors, finite),
+            "near_duplicate": _near_duplicates_of_distinct_texts(vectors, chunks, finite),
         }
     )
     # not constant: two different texts must not give one vector (a broken model does)
@@ -443,6 +443,24 @@ def near_duplicates(vectors: np.ndarray, finite: np.ndarray | None = None, thres
         flags[lo:hi] |= hits.any(axis=1)
         flags[lo:] |= hits.any(axis=0)
     return flags
+
+
+def _near_duplicates_of_distinct_texts(vectors: np.ndarray, chunks: list[dict], finite: np.ndarray) -> np.ndarray:
+    """``near_duplicate`` over the first chunk of each distinct text; repeats are null.
+
+    Identical texts must share a vector (a document stored under two names, a repeated
+    disclaimer): that is the chunks suite's duplicate-text rate, not a sign of a degenerate model.
+    Near-duplicates among *different* texts are.
+    """
+    keys = [c.get("text_hash") or hashlib.sha256(str(c.get("text", "")).encode()).hexdigest() for c in chunks]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    reps = np.array(sorted(first.values()), dtype=np.int64)
+    column = np.full(vectors.shape[0], np.nan)
+    if len(reps):
+        column[reps] = near_duplicate_column(vectors[reps], finite[reps])
+    return column
 
 
 def near_duplicate_column(vectors: np.ndarray, finite: np.ndarray | None = None) -> np.ndarray:

@@ -390,15 +390,15 @@ def test_huge_text_file_is_refused_before_parsing(case, size, stage, fragments, 
 
 
 @pytest.mark.parametrize(
-    "case, n_chars, fragments",
+    "case, n_chars, stage, fragments",
     [
         # exactly max_document_chars: not too large, so the no-word-boundaries check must catch it
-        ("one_line_5000000_chars", 5_000_000, ("no word boundaries", "5,000,000 characters", "0 spaces")),
-        # 5 MiB: over max_document_chars
-        ("one_line_5MiB", 5 * MB, ("5,242,880 characters", "max_document_chars", "5,000,000")),
+        ("one_line_5000000_chars", 5_000_000, "clean", ("no word boundaries", "5,000,000 characters", "0 spaces")),
+        # 5 MiB: over max_document_chars, refused once decoded, before partitioning
+        ("one_line_5MiB", 5 * MB, "parse", ("5,242,880 characters", "max_document_chars", "5,000,000", "before parsing")),
     ],
 )
-def test_single_huge_line_without_spaces_is_refused(case, n_chars, fragments, settings, corpus, warm):
+def test_single_huge_line_without_spaces_is_refused(case, n_chars, stage, fragments, settings, corpus, warm):
     import hashlib
 
     unit = hashlib.sha256(b"ragops").hexdigest()  # hex digits: no space, no punctuation
@@ -413,7 +413,7 @@ def test_single_huge_line_without_spaces_is_refused(case, n_chars, fragments, se
 
     assert report["new"] == 3 and report["failed"] == 1, report["failures"]
     assert_stores_consistent(settings, good_uris(corpus))
-    assert_quarantined(settings, report, str(path), "clean", *fragments)
+    assert_quarantined(settings, report, str(path), stage, *fragments)
     show(case, settings, str(path), seconds)
     print(
         f"TIMING {case}: ingest {seconds:.2f}s, parse {report['seconds'].get('parse', 0):.2f}s, "
@@ -643,3 +643,19 @@ def test_retry_quarantined_processes_again_without_duplicates(settings, corpus):
 
     # and a plain run afterwards leaves it alone again
     assert_rerun_does_no_work(settings, before)
+
+
+def test_medium_text_file_over_the_char_cap_is_refused_before_partitioning(settings, corpus, warm):
+    """Between max_document_chars and 4x that in bytes, the decoded length decides, before
+    unstructured partitions the text (a 6 MB text file used to take minutes to partition)."""
+    small = settings.replace(max_document_chars=200_000)
+    path = corpus / "logs/big.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("A line of an ordinary log file that goes on and on.\n" * 6000)  # ~312k chars
+    t0 = time.perf_counter()
+    report = ingest(small)
+    seconds = time.perf_counter() - t0
+    assert report["failed"] == 1 and report["new"] == 3
+    assert_quarantined(small, report, str(path), "parse", "over the max_document_chars cap of 200,000", "before parsing")
+    assert report["seconds"].get("parse", 0) < 5, report["seconds"]
+    assert seconds < 60

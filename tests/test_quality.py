@@ -477,3 +477,16 @@ def test_near_duplicate_rate_is_sampled_on_large_batches(monkeypatch):
     gate = run(documents, chunks, vectors)
     assert len(gate.batch_failures) == 1
     assert gate.batch_failures[0].startswith("embeddings: expect_column_mean_to_be_between(near_duplicate) failed: observed 0.")
+
+
+def test_one_document_under_two_names_passes_with_default_thresholds():
+    """Same bytes under two names: identical texts share vectors, which is neither a near-duplicate
+    model failure nor a duplicate rate over the default bound (0.5 observed, 0.8 allowed)."""
+    documents, chunks, vectors = make_batch(n_docs=1, chunks_per_doc=2)
+    documents.append({**documents[0], "doc_id": "copy", "uri": "/corpus/copy.txt"})
+    chunks += [{**c, "chunk_id": f"copy-{c['seq']}", "doc_id": "copy", "source_uri": "/corpus/copy.txt"} for c in chunks]
+    vectors = np.concatenate([vectors, vectors])
+    gate = run(documents, chunks, vectors, Thresholds(max_duplicate_chunk_rate=0.8))
+    assert gate.batch_failures == [] and gate.quarantined == {}
+    near = next(o for o in gate.outcomes if o.column == "near_duplicate")
+    assert near.success
