@@ -14,8 +14,9 @@ once every store has accepted the run; updates the `ragops://index/…` asset).
   Unchanged documents are skipped before parsing; an unchanged chunk is never encoded twice.
 
 **Params**: `source` (folder or `s3://bucket/prefix`, empty = `RAGOPS_SOURCE`), `full_sync`,
-`batch_size`, `stores`, `scope` (`auto` | `interval` | `all`), `retry_quarantined`,
-`quality_max_failure_share`, `quality_min_printable_ratio`.
+`batch_size`, `stores`, `scope` (`auto` | `interval` | `all`), `retry_quarantined`, and the
+quality thresholds `quality_max_failure_share`, `quality_min_printable_ratio`,
+`quality_max_duplicate_rate`, `quality_max_near_duplicate_rate`.
 
 Embedded stores take one writer at a time: every write to a store happens in its one upsert
 task, and at most `RAGOPS_STORE_WRITERS` (default 1) instances of it run at once across all
@@ -69,6 +70,10 @@ default_args = {
                                            description="Fail the run when more of its documents than this fail quality"),
         "quality_min_printable_ratio": Param(SETTINGS.quality_min_printable_ratio, type="number", minimum=0, maximum=1,
                                              title="Quality: min printable ratio"),
+        "quality_max_duplicate_rate": Param(SETTINGS.quality_max_duplicate_rate, type="number", minimum=0, maximum=1,
+                                            title="Quality: max duplicate chunk-text rate"),
+        "quality_max_near_duplicate_rate": Param(SETTINGS.quality_max_near_duplicate_rate, type="number", minimum=0,
+                                                 maximum=1, title="Quality: max near-duplicate embedding rate"),
     },
 )
 def rag_ingest():

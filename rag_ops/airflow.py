@@ -47,6 +47,8 @@ def settings_from_params(params: dict[str, Any]) -> Settings:
         stores=tuple(stores) if stores else None,
         quality_max_failure_share=params.get("quality_max_failure_share"),
         quality_min_printable_ratio=params.get("quality_min_printable_ratio"),
+        quality_max_duplicate_rate=params.get("quality_max_duplicate_rate"),
+        quality_max_near_duplicate_rate=params.get("quality_max_near_duplicate_rate"),
     )
 
 

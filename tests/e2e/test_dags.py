@@ -42,8 +42,9 @@ print(json.dumps(out))
         "commit_catalog": [],
     }
     assert out["params"]["rag_ingest"] == [
-        "batch_size", "full_sync", "quality_max_failure_share", "quality_min_printable_ratio", "retry_quarantined",
-        "scope", "source", "stores",
+        "batch_size", "full_sync", "quality_max_duplicate_rate", "quality_max_failure_share",
+        "quality_max_near_duplicate_rate", "quality_min_printable_ratio", "retry_quarantined", "scope", "source",
+        "stores",
     ]
     retries = out["retries"]["rag_ingest"]
     assert retries.pop("quality_gate") == 0  # same data, same verdict: no retry
