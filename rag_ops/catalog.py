@@ -284,7 +284,6 @@ class Catalog:
                         conn.execute(quarantine.delete().where(quarantine.c.doc_id.in_(ids[i : i + 500])))
                 if failed:
                     self._quarantine(conn, failed, run_id, now)
-                if failed:
                     known = self.documents_by_id([d["doc_id"] for d in failed])
                     rows = []
                     for d in failed:
