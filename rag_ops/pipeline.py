@@ -46,7 +46,6 @@ from rag_ops.sources import SourceDocument, open_source
 
 log = logging.getLogger(__name__)
 
-STAGES = ("discover", "read", "parse", "clean", "chunk", "embed")
 STAGING_KEEP_DAYS = 7
 MAX_BATCHES = 1000  # below Airflow's default max_map_length of 1024
 
