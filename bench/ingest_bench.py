@@ -74,6 +74,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_child_rss_mb() -> float:
+    """The largest peak RSS of any finished child (prepare workers; the Milvus Lite server runs on)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=2000)
@@ -81,6 +86,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ingest")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--batch-size", type=int, default=None, help="documents per batch (default: the setting)")
+    ap.add_argument("--prepare-workers", type=int, default=None, help="helper processes parsing ahead (default: the setting)")
     args = ap.parse_args()
 
     from rag_ops.embed import load_model
@@ -96,10 +102,11 @@ def main() -> int:
     settings = Settings(
         data_dir=args.out / "data", source=str(corpus), embed_precision=args.precision,
         **({"batch_size": args.batch_size} if args.batch_size else {}),
+        **({"prepare_workers": args.prepare_workers} if args.prepare_workers is not None else {}),
     )
     print(f"corpus: {args.docs} documents, {nbytes / 1e6:.1f} MB ({'BEIR ' + args.beir.name if args.beir else 'generated'})")
     print(f"settings: chunk {settings.chunk_size}/{settings.chunk_overlap} tokens, encode batch {settings.embed_batch_size}, "
-          f"{settings.batch_size} docs/batch, precision {settings.embed_precision}, stores {','.join(settings.stores)}")
+          f"{settings.batch_size} docs/batch, {settings.prepare_workers} prepare worker(s), precision {settings.embed_precision}, stores {','.join(settings.stores)}")
 
     t = time.perf_counter()
     model = load_model(settings.model_path)
@@ -123,6 +130,7 @@ def main() -> int:
     full = ingest(settings)
     full_s = time.perf_counter() - t
     rss_full = peak_rss_mb()  # before the raw-encode baseline runs in this process
+    rss_child = peak_child_rss_mb()
     with open_store("chroma", settings) as chroma:
         got = chroma._collection().get(include=["documents"])  # every chunk text the pipeline produced
     texts = got["documents"]
@@ -175,6 +183,7 @@ def main() -> int:
         (f"{len(deleted)} deleted + full sync", f"{delete_s / full_s:.4f}, removed {delete_run['removed']}, "
                                                f"store counts {left} vs catalog {catalog_chunks}"),
         ("peak RSS of the full run (model included)", f"{rss_full:.0f} MB"),
+        ("peak RSS of a prepare worker (a child process)", f"{rss_child:.0f} MB"),
         ("peak RSS incl. the raw-encode baseline", f"{peak_rss_mb():.0f} MB"),
     ]
     width = max(len(k) for k, _ in rows)

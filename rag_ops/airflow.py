@@ -9,6 +9,7 @@ retries with backoff), any other ``AirflowFailException`` (no retry can help).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any, Callable, TypeVar
 
@@ -145,3 +146,55 @@ def commit_catalog(context: dict[str, Any], upsert_task_ids: list[str]) -> dict:
     report = pipeline.commit_run(settings_from_params(context["params"]), _plan_ref(context), store_results)
     log.info("run report:\n%s", format_report(report))
     return report
+
+
+# ---------------------------------------------------------------------------- rag_recall
+def recall_settings(params: dict[str, Any]) -> Settings:
+    """Settings for the recall DAG: the environment, with the trigger form's overrides."""
+    from rag_ops.logs import quiet_library_noise
+
+    quiet_library_noise()
+    stores = params.get("stores") or None
+    floors = params.get("floors")
+    return load_settings(
+        stores=tuple(stores) if stores else None,
+        recall_window=params.get("window") or None,
+        recall_tolerance=params.get("tolerance"),
+        recall_floors=json.dumps(floors) if floors else None,
+    )
+
+
+@translate_errors
+def prepare_golden_sets(context: dict[str, Any]) -> list[dict[str, str]]:
+    """Ingest the BEIR golden corpora (incremental) and load or build the synthetic set."""
+    from rag_ops import evaluate
+
+    settings = recall_settings(context["params"])
+    return [ref.as_dict() for ref in evaluate.prepare_golden_sets(settings)]
+
+
+@translate_errors
+def score_golden_set(context: dict[str, Any], golden: dict[str, str]) -> dict[str, Any]:
+    """Score every store on one golden set; scores go to the catalog (``recall_scores``)."""
+    from rag_ops import evaluate
+
+    context["golden_name"] = golden["name"]  # shown as the map index in the UI
+    return evaluate.score_golden_set(recall_settings(context["params"]), golden, run_id=context["run_id"])
+
+
+@translate_errors
+def check_recall(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fail (no retry) when a metric fell below its baseline or floor; the message names them."""
+    from rag_ops import evaluate
+
+    results = [r for r in results if r]
+    evaluate.raise_recall_failures(results)
+    return {"golden_sets": [r["golden_set"] for r in results], "failures": 0}
+
+
+@translate_errors
+def plot_recall(context: dict[str, Any]) -> list[str]:
+    """Write the trend PNG of every store into ``<data_dir>/recall/`` and log the paths."""
+    from rag_ops import evaluate
+
+    return [str(p) for p in evaluate.plot_recall_trends(recall_settings(context["params"]))]

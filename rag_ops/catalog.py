@@ -90,6 +90,19 @@ quality_results = sa.Table(
     sa.Column("unexpected_count", sa.Integer),
     sa.Column("created_at", sa.String(32)),
 )
+recall_scores = sa.Table(
+    "recall_scores",
+    _meta,
+    sa.Column("score_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(128)),
+    sa.Column("collection", sa.String(64)),
+    sa.Column("store", sa.String(16)),
+    sa.Column("golden_set", sa.String(128)),
+    sa.Column("model_id", sa.String(255)),
+    sa.Column("metric", sa.String(32)),
+    sa.Column("value", sa.Float),
+    sa.Column("created_at", sa.String(32)),
+)
 
 
 def utcnow() -> str:
@@ -366,6 +379,85 @@ class Catalog:
         with self._read() as conn:
             stmt = sa.select(quality_results).where(quality_results.c.run_id == run_id)
             return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def write_recall_scores(
+        self, run_id: str, collection: str, store: str, golden_set: str, model_id: str, metrics: dict[str, Any]
+    ) -> int:
+        """Store one run's retrieval scores for one store and golden set, one row per metric.
+
+        Only numeric values are written (``store``, ``golden_set`` and other text entries of an
+        evaluation result are skipped, booleans too). Writing the same run again overwrites its rows.
+
+        Returns:
+            The number of metric rows written.
+        """
+        import hashlib
+
+        now = utcnow()
+        rows = []
+        for metric, value in sorted(metrics.items()):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            key = f"{run_id}|{collection}|{store}|{golden_set}|{metric}"
+            rows.append(
+                {
+                    "score_id": hashlib.sha256(key.encode()).hexdigest()[:32], "run_id": run_id,
+                    "collection": collection, "store": store, "golden_set": golden_set, "model_id": model_id,
+                    "metric": metric, "value": float(value), "created_at": now,
+                }
+            )
+        if rows:
+            try:
+                with self.engine.begin() as conn:
+                    self._upsert(conn, recall_scores, rows, "score_id")
+            except sa.exc.SQLAlchemyError as exc:
+                raise CatalogError(f"catalog write of recall scores failed: {_short(exc)}") from exc
+        return len(rows)
+
+    def recall_history(
+        self, store: str, golden_set: str, collection: str | None = None, limit: int = 30
+    ) -> list[dict]:
+        """The last ``limit`` runs scored on a store and golden set, oldest first (newest last).
+
+        Returns:
+            ``[{"run_id", "created_at", "collection", "model_id", "metrics": {name: value}}, ...]``.
+        """
+        t = recall_scores
+        where = [t.c.store == store, t.c.golden_set == golden_set]
+        if collection is not None:
+            where.append(t.c.collection == collection)
+        with self._read() as conn:
+            last = conn.execute(
+                sa.select(t.c.run_id, sa.func.max(t.c.created_at).label("at"))
+                .where(*where)
+                .group_by(t.c.run_id)
+                .order_by(sa.desc("at"), t.c.run_id.desc())
+                .limit(limit)
+            ).all()
+            run_ids = [r[0] for r in last]
+            rows = conn.execute(sa.select(t).where(*where, t.c.run_id.in_(run_ids))).mappings().all() if run_ids else []
+        by_run: dict[str, dict] = {}
+        for r in rows:
+            entry = by_run.setdefault(
+                r["run_id"],
+                {"run_id": r["run_id"], "created_at": r["created_at"], "collection": r["collection"],
+                 "model_id": r["model_id"], "metrics": {}},
+            )
+            entry["created_at"] = max(entry["created_at"], r["created_at"])
+            entry["metrics"][r["metric"]] = float(r["value"])
+        return [by_run[rid] for rid in reversed(run_ids) if rid in by_run]
+
+    def recall_rows(self, golden_set: str | None = None, collection: str | None = None, limit: int = 10_000) -> list[dict]:
+        """Raw ``recall_scores`` rows (newest ``limit``), oldest first: for trend plots and exports."""
+        t = recall_scores
+        stmt = sa.select(t)
+        if golden_set is not None:
+            stmt = stmt.where(t.c.golden_set == golden_set)
+        if collection is not None:
+            stmt = stmt.where(t.c.collection == collection)
+        with self._read() as conn:
+            rows = [dict(r) for r in conn.execute(stmt.order_by(t.c.created_at.desc()).limit(limit)).mappings()]
+        return rows[::-1]
 
     def mark_for_restore(self, doc_ids: Sequence[str], complete_stores: dict[str, set[str]]) -> None:
         """Make the next ingest re-upsert these documents: forget their listing metadata and

@@ -6,6 +6,8 @@
     ragops status [--json]
     ragops quarantine [--json]
     ragops verify [--repair] [--json]
+    ragops eval (--golden DIR [--ingest DIR] | --ingest DIR | --synthetic [--regenerate] [-n N] [--seed S])
+                [--store chroma|milvus] [--split test] [--collection NAME] [--json]
 
 Settings come from ``RAGOPS_*`` environment variables (see README). Logs go to stderr; results
 to stdout. With ``--json`` the last line of stdout is one JSON object (a list for ``query``).
@@ -59,7 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
     ve = sub.add_parser("verify", help="compare the catalog with the stores (missing and orphan chunks)")
     ve.add_argument("--repair", action="store_true", help="delete orphans and restore missing chunks")
     ve.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+
+    ev = sub.add_parser(
+        "eval",
+        help="score retrieval recall (recall@k, nDCG@10, MRR@10, hit@k) on a golden set and record it",
+        description=(
+            "Score retrieval on a golden set in the BEIR format and write the scores to the catalog's "
+            "recall_scores table. --golden DIR scores that set in its own collection (beir_<name>); with "
+            "--ingest DIR its corpus is first ingested through the pipeline into that collection "
+            "(incremental). --synthetic scores the configured collection on the synthetic set sampled from "
+            "the catalog (built once, re-used until --regenerate). With --json the last line is one JSON "
+            "object: the metrics of the store when one store is scored (--store, or a single configured "
+            "store), else {\"stores\": {store: metrics}}."
+        ),
+    )
+    ev.add_argument("--golden", metavar="DIR", help="a BEIR-format folder (queries.jsonl, qrels/<split>.tsv)")
+    ev.add_argument("--ingest", metavar="DIR", help="ingest this BEIR folder's corpus.jsonl first (default golden set)")
+    ev.add_argument("--synthetic", action="store_true", help="score the synthetic golden set of the configured collection")
+    ev.add_argument("--regenerate", action="store_true", help="with --synthetic: build the synthetic set again")
+    ev.add_argument("-n", type=int, default=None, help="with --synthetic: queries in a new set (default 200)")
+    ev.add_argument("--seed", type=int, default=None, help="with --synthetic: sampling seed of a new set (default 13)")
+    ev.add_argument("--split", default="test", help="qrels file qrels/<split>.tsv (default test)")
+    ev.add_argument("--collection", help="collection of a BEIR set (default beir_<set name>)")
+    ev.add_argument("--store", default=None, help="chroma or milvus (default: every configured store)")
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON on the last line")
     return p
+
+
+def check_eval_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of ``eval`` (exit 2)."""
+    if args.synthetic and (args.golden or args.ingest or args.collection):
+        parser.error("eval: --synthetic scores the configured collection; do not combine it with --golden/--ingest/--collection")
+    if not args.synthetic and not (args.golden or args.ingest):
+        parser.error("eval: give --golden DIR, --ingest DIR or --synthetic")
+    if not args.synthetic and (args.regenerate or args.n is not None or args.seed is not None):
+        parser.error("eval: --regenerate, -n and --seed apply to --synthetic only")
+    if args.n is not None and args.n < 1:
+        parser.error(f"eval: -n must be >= 1, got {args.n}")
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,6 +198,46 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops import evaluate as ev
+    from rag_ops.pipeline import new_run_id
+
+    settings = load_settings(stores=(args.store,) if args.store else None)
+    if args.synthetic:
+        golden = ev.make_synthetic_golden(
+            settings, n_queries=args.n or 200, seed=13 if args.seed is None else args.seed, regenerate=args.regenerate
+        )
+        target = settings
+    else:
+        if args.ingest:
+            target, report = ev.ingest_beir(settings, args.ingest, collection=args.collection)
+            if not args.json:
+                print(f"ingested {args.ingest} into {target.collection!r}: new {report['new']}, changed "
+                      f"{report['changed']}, unchanged {report['unchanged']}, failed {report['failed']}")
+        golden = ev.load_golden(args.golden or args.ingest, split=args.split)
+        if not args.ingest:
+            target = ev.beir_settings(settings, golden, collection=args.collection)
+    results = ev.score_stores(settings, golden, target=target, run_id=new_run_id())
+    if not args.json:
+        print(format_scores(results))
+    return next(iter(results.values())) if len(results) == 1 else {"stores": results}
+
+
+def format_scores(results: dict[str, dict[str, Any]]) -> str:
+    first = next(iter(results.values()))
+    names = [k for k in first if "@" in k]
+    stores = list(results)
+    width = max(len(n) for n in names + ["queries"]) + 2
+    lines = [
+        f"golden set {first['golden_set']!r}, collection {first['collection']!r}, run {first['run_id']}",
+        "".ljust(width) + "".join(s.rjust(10) for s in stores),
+    ]
+    for n in names + ["queries"]:
+        cells = (f"{results[s][n]:.4f}" if n != "queries" else str(results[s][n]) for s in stores)
+        lines.append(n.ljust(width) + "".join(c.rjust(10) for c in cells))
+    return "\n".join(lines)
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"run {r['run_id']}",
@@ -176,11 +254,15 @@ def format_report(r: dict[str, Any]) -> str:
 
 COMMANDS = {
     "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine, "verify": cmd_verify,
+    "eval": cmd_eval,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "eval":
+        check_eval_args(parser, args)
     from rag_ops.logs import setup_logging
 
     try:

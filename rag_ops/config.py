@@ -107,6 +107,7 @@ class Settings:
     # batching and caps
     batch_size: int = 200  # documents per processing batch (one Airflow mapped task each)
     parallel_batches: int = 2  # mapped process_batch tasks running at once in one DAG run
+    prepare_workers: int = 1  # CLI: low-priority processes that parse batches ahead of the encoder (0: none)
     store_writers: int = 1  # concurrent upsert tasks per store across DAG runs (1 for embedded)
     max_document_bytes: int = 50 * 1024 * 1024
     max_document_chars: int = 5_000_000
@@ -117,6 +118,13 @@ class Settings:
     quality_max_duplicate_rate: float = 0.8  # chunks: share whose text repeats another chunk's
     quality_max_near_duplicate_rate: float = 0.5  # embeddings: share with a cosine >= 0.999 twin
     quality_max_failure_share: float = 0.2  # more quarantined documents than this share fails the run
+    # nightly retrieval recall (rag_ops/evaluate.py, dags/rag_recall.py)
+    recall_golden_dirs: tuple[str, ...] = ()  # BEIR-format golden sets, each ingested into its own collection
+    recall_synthetic: bool = True  # also score the live collection on its synthetic golden set
+    recall_synthetic_queries: int = 200  # queries in a newly built synthetic set
+    recall_window: int = 7  # runs whose median is the regression baseline
+    recall_tolerance: float = 0.02  # how far below the baseline a metric may fall (absolute)
+    recall_floors: str = "{}"  # JSON metric -> lowest acceptable value, e.g. {"ndcg@10": 0.3}
     # logging
     log_level: str = "INFO"
 
@@ -128,7 +136,7 @@ class Settings:
             object.__setattr__(self, "milvus_uri", Secret(self.milvus_uri))
         if not isinstance(self.milvus_token, Secret):
             object.__setattr__(self, "milvus_token", Secret(self.milvus_token))
-        for name in ("stores", "include", "exclude", "languages"):
+        for name in ("stores", "include", "exclude", "languages", "recall_golden_dirs"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, _split_list(value))
@@ -156,6 +164,13 @@ class Settings:
                 f"batch_size and embed_batch_size must be >= 1. "
                 f"Got {self.batch_size} and {self.embed_batch_size}."
             )
+        if self.recall_window < 1 or self.recall_synthetic_queries < 1 or self.recall_tolerance < 0:
+            raise ConfigError(
+                "recall_window and recall_synthetic_queries must be >= 1 and recall_tolerance >= 0. "
+                f"Got {self.recall_window}, {self.recall_synthetic_queries} and {self.recall_tolerance}."
+            )
+        if self.prepare_workers < 0:
+            raise ConfigError(f"prepare_workers must be >= 0. Got {self.prepare_workers}.")
         if self.embed_precision not in ("fp32", "bf16"):
             raise ConfigError(f"embed_precision must be fp32 or bf16. Got {self.embed_precision!r}.")
         if not 3 <= len(self.collection) <= 60 or not self.collection.replace("_", "").isalnum():
@@ -167,7 +182,7 @@ class Settings:
                      "quality_max_near_duplicate_rate", "quality_max_failure_share"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1. Got {getattr(self, name)!r}.")
-        for name in ("milvus_index_params", "milvus_search_params"):
+        for name in ("milvus_index_params", "milvus_search_params", "recall_floors"):
             try:
                 if not isinstance(json.loads(getattr(self, name)), dict):
                     raise ValueError
@@ -273,12 +288,19 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
         if type_name.startswith("tuple"):
             return _split_list(raw)
+        if type_name == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if type_name == "Path":
             return Path(raw)
         if type_name == "Secret":
             return Secret(raw)
     except ValueError:
-        kind = {"int": "an integer", "float": "a number"}.get(type_name, type_name)
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(type_name, type_name)
         raise ConfigError(f"RAGOPS_{name.upper()} must be {kind}. Got {raw!r}.") from None
     return raw
 

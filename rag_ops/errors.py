@@ -13,6 +13,7 @@
     │   └── DocumentTooLarge         over a size cap, refused before parsing
     ├── EmbeddingError               the model could not be loaded or failed to encode
     ├── QualityGateError             a batch-level quality expectation failed (rag_ops.quality)
+    ├── RecallRegression             retrieval recall fell below its baseline or floor (rag_ops.evaluate)
     ├── StoreError                   a vector store refused or could not be reached (retryable)
     └── CatalogError                 the SQL catalog failed
 
@@ -71,6 +72,18 @@ class DocumentTooLarge(DocumentError):
 
 class EmbeddingError(RagopsError):
     """The embedding model failed to load or to encode."""
+
+
+class RecallRegression(RagopsError):
+    """Retrieval quality on a golden set fell below its recent baseline or an absolute floor.
+
+    Not retryable: scoring the same index again gives the same numbers. ``failures`` holds one
+    readable line per metric that failed.
+    """
+
+    def __init__(self, message: str, failures: list[str] | None = None):
+        super().__init__(message)
+        self.failures = list(failures or [])
 
 
 class StoreError(RagopsError):

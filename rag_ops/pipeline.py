@@ -344,12 +344,18 @@ class PreparedBatch:
     seconds: Counter
 
 
-def prepare_batch(settings: Settings, batch_ref: str, rt: Runtime) -> PreparedBatch:
-    """The CPU-bound text half of :func:`process_batch` (everything but the model)."""
+def prepare_batch(
+    settings: Settings, batch_ref: str, rt: Runtime, start: int = 0, stop: int | None = None
+) -> PreparedBatch:
+    """The CPU-bound text half of :func:`process_batch` (everything but the model).
+
+    ``start``/``stop`` select a slice of the batch's documents (see :func:`merge_prepared`).
+    """
     batch = json.loads(Path(batch_ref).read_text())
     src = open_source(batch["source"], settings)
-    prepared = PreparedBatch(batch_ref, len(batch["docs"]), [], [], Counter(), Counter())
-    for entry in batch["docs"]:
+    docs = batch["docs"][start:stop]
+    prepared = PreparedBatch(batch_ref, len(docs), [], [], Counter(), Counter())
+    for entry in docs:
         outcome, chunks = _prepare_document(entry, src, batch["stores"], settings, rt, prepared.seconds)
         prepared.counts[outcome["outcome"]] += 1
         if chunks:
@@ -358,6 +364,23 @@ def prepare_batch(settings: Settings, batch_ref: str, rt: Runtime) -> PreparedBa
             outcome["chunk_rows"] = [first, len(prepared.chunk_rows)]
         prepared.outcomes.append(outcome)
     return prepared
+
+
+def merge_prepared(parts: list[PreparedBatch]) -> PreparedBatch:
+    """Consecutive slices of one batch, prepared separately, as one prepared batch."""
+    merged = PreparedBatch(parts[0].batch_ref, 0, [], [], Counter(), Counter())
+    for part in parts:
+        offset = len(merged.chunk_rows)
+        merged.n_docs += part.n_docs
+        merged.chunk_rows.extend(part.chunk_rows)
+        for outcome in part.outcomes:
+            if "chunk_rows" in outcome:
+                lo, hi = outcome["chunk_rows"]
+                outcome = {**outcome, "chunk_rows": [lo + offset, hi + offset]}
+            merged.outcomes.append(outcome)
+        merged.counts.update(part.counts)
+        merged.seconds.update(part.seconds)
+    return merged
 
 
 @contextlib.contextmanager
@@ -764,6 +787,94 @@ def commit_run(
             rt.close()
 
 
+# ---------------------------------------------------------------------------- prepare ahead
+# The model keeps both cores busy while it encodes, and any busy process at normal priority
+# stalls it badly (measured here: torch's two threads wait for each other at every operation,
+# 2.6x slower with one spinning competitor). A helper process at the lowest CPU priority (nice
+# 19) did not slow the encode at all and still got ~9% of a core from the gaps between
+# operations; and while this process reads and parses (single-threaded) the helper has the
+# other core to itself. So: the helper prepares (read, parse, clean, chunk) the next unclaimed
+# batch; this process embeds whatever batch is ready and, when none is, prepares the next
+# unclaimed one itself. Batches are independent, so the order they are embedded in is free.
+_WORKER_RT: Runtime | None = None
+
+
+def _init_prepare_worker(settings: Settings) -> None:
+    global _WORKER_RT
+    import os
+
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    from rag_ops.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    _WORKER_RT = Runtime(settings)
+
+
+def _prepare_in_worker(settings: Settings, batch_ref: str, start: int, stop: int) -> PreparedBatch:
+    assert _WORKER_RT is not None, "prepare worker not initialised"
+    return prepare_batch(settings, batch_ref, _WORKER_RT, start, stop)
+
+
+PREPARE_SLICE = 16  # documents a helper or this process prepares at a time
+
+
+def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime) -> None:
+    """Prepare and embed every batch, in order; low-priority helpers prepare slices ahead.
+
+    Work is shared in slices of :data:`PREPARE_SLICE` documents taken from the front of one
+    queue: a helper always holds one slice; this process, when the batch it is to embed next
+    still has unclaimed slices, prepares them itself (the helper works on in parallel), and
+    otherwise waits for the helper's. With ``settings.prepare_workers == 0`` or a single batch,
+    batches are processed one after the other in this process.
+    """
+    total = len(batch_refs)
+    if settings.prepare_workers < 1 or total < 2:
+        for n, ref in enumerate(batch_refs, 1):
+            log.info("processing batch %d/%d", n, total)
+            process_batch(settings, ref, runtime=rt)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    units: deque[tuple[int, int, int]] = deque()  # (batch index, start, stop), unclaimed
+    expected: list[int] = []
+    for b, ref in enumerate(batch_refs):
+        n_docs = len(json.loads(Path(ref).read_text())["docs"])
+        starts = list(range(0, n_docs, PREPARE_SLICE)) or [0]
+        expected.append(len(starts))
+        units.extend((b, s, s + PREPARE_SLICE) for s in starts)
+    parts: dict[int, dict[int, PreparedBatch]] = {b: {} for b in range(total)}
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
+    with ProcessPoolExecutor(
+        max_workers=settings.prepare_workers, mp_context=ctx, initializer=_init_prepare_worker, initargs=(settings,)
+    ) as pool:
+        in_flight: dict = {}
+
+        def collect_and_feed() -> None:
+            for fut in [f for f in in_flight if f.done()]:
+                b, start, _ = in_flight.pop(fut)
+                parts[b][start] = fut.result()  # a SourceError from a helper is raised here
+            while units and len(in_flight) < settings.prepare_workers:
+                unit = units.popleft()
+                in_flight[pool.submit(_prepare_in_worker, settings, batch_refs[unit[0]], unit[1], unit[2])] = unit
+
+        for b, ref in enumerate(batch_refs):
+            collect_and_feed()
+            while len(parts[b]) < expected[b]:
+                if units and units[0][0] == b:
+                    _, start, stop = units.popleft()
+                    parts[b][start] = prepare_batch(settings, ref, rt, start, stop)
+                else:
+                    wait(list(in_flight), return_when=FIRST_COMPLETED)
+                collect_and_feed()
+            prepared = merge_prepared([parts[b][k] for k in sorted(parts[b])])
+            del parts[b]
+            log.info("processing batch %d/%d", b + 1, total)
+            embed_batch(prepared, rt)
+
+
 # ---------------------------------------------------------------------------- all in one
 def ingest(
     settings: Settings,
@@ -798,12 +909,7 @@ def ingest(
 
 def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float) -> dict:
     """Process, gate, write and commit a discovered plan in this process."""
-    # Batches one after the other. Preparing batch n+1 in a thread while batch n encodes was
-    # measured (bench/ingest_bench.py, 2 cores): the encode slowed by 19% and the run gained
-    # nothing, because torch already keeps both cores busy.
-    for n, ref in enumerate(plan.batches, 1):
-        log.info("processing batch %d/%d", n, len(plan.batches))
-        process_batch(settings, ref, runtime=rt)
+    _process_batches(settings, plan.batches, rt)
     gate = quality_gate(settings, plan.ref, runtime=rt)
     # stores are independent: write them side by side (each has its own client and file)
     with ThreadPoolExecutor(max_workers=len(plan.stores), thread_name_prefix="ragops-upsert") as pool:

@@ -380,3 +380,20 @@ def test_quarantine_cli_lists_a_corrupt_file_with_stage_and_reason(tmp_path, cor
     assert "pdf" in row["reason"].lower() and len(row["reason"]) > 10, row
     assert row["first_seen"] and row["last_seen"] and row["last_run_id"] == report["run_id"]
     assert "not really a pdf" not in proc.stdout  # the document's bytes are not echoed
+
+
+def test_milvus_lite_collection_half_created_by_a_killed_process_is_recovered(tmp_path):
+    """A process killed while Milvus Lite creates a collection leaves its folder behind (seen in
+    the SIGKILL test above): the next run moves it aside, creates the collection and writes."""
+    settings = Settings(data_dir=tmp_path / "data")
+    with open_store("milvus", settings) as store:
+        assert not store.exists()
+        db = Path(store.address)
+        (db / "collections" / store.collection).mkdir(parents=True)  # what the killed process left
+        store.upsert([StoredChunk(id="c1", text="hello", doc_id="d1", source_uri="u", seq=0)],
+                     np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32))
+        assert store.count() == 1
+    aside = list(Path(f"{db}.interrupted").iterdir())
+    assert len(aside) == 1 and aside[0].name.startswith(store.collection + "-")
+    with open_store("milvus", settings) as again:  # reopens cleanly, data kept
+        assert again.count() == 1

@@ -224,6 +224,22 @@ def test_query_metadata_round_trips(store):
         assert set(d) == {"id", "score", "text", "doc_id", "source_uri", "seq", "page", "section"}
 
 
+def test_get_texts_by_id(store):
+    assert store.get_texts(["c0"]) == {}  # no collection yet: nothing, and nothing created
+    assert store.exists() is False
+    chunks = make_chunks(1200, docs=300)  # more ids than one internal batch
+    chunks[7] = StoredChunk("c7", "Ünïcode \"quoted\" text\nwith a newline", "dX", "file:///x.txt", 0)
+    store.upsert(chunks, unit_vectors(len(chunks)))
+    asked = [c.id for c in chunks] + ["nope", 'q"uote']
+    got = store.get_texts(asked)
+    assert set(got) == {c.id for c in chunks}  # unknown ids are absent, not errors
+    for c in chunks:
+        assert got[c.id] == (c.text, c.doc_id)
+    assert store.get_texts([]) == {}
+    store.delete_ids(["c1"])
+    assert store.get_texts(["c1", "c2"]) == {"c2": ("text 2", "d2")}
+
+
 def test_drop(store):
     store.upsert(make_chunks(5), unit_vectors(5))
     assert store.exists()

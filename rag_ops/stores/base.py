@@ -102,6 +102,13 @@ class VectorStore(abc.ABC):
         """The k nearest chunks to a (normalised) query vector, closest first."""
 
     @abc.abstractmethod
+    def get_texts(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Stored text and document of chunks by id: ``{chunk id: (text, doc_id)}``.
+
+        Ids the collection does not hold are absent from the result (not an error).
+        """
+
+    @abc.abstractmethod
     def count(self) -> int:
         """Number of vectors in the collection (0 when it does not exist)."""
 

@@ -157,6 +157,18 @@ class ChromaStore(VectorStore):
             )
         return hits
 
+    def get_texts(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        coll = self._collection()
+        if coll is None or not ids:
+            return out
+        with self.guard(f"read {len(ids)} chunk texts"):
+            for i in range(0, len(ids), BATCH):
+                got = coll.get(ids=list(ids[i : i + BATCH]), include=["documents", "metadatas"])
+                for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                    out[cid] = (text or "", (meta or {}).get("doc_id", ""))
+        return out
+
     def count(self) -> int:
         coll = self._collection()
         if coll is None:

@@ -8,7 +8,9 @@ recall benchmark judge). Metric is COSINE, so ``score`` is the similarity itself
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +21,7 @@ from rag_ops.logs import quiet_library_noise
 from rag_ops.stores.base import Hit, StoredChunk, VectorStore
 
 quiet_library_noise()
+log = logging.getLogger(__name__)
 
 BATCH = 1000
 MAX_TEXT_BYTES = 65535
@@ -113,10 +116,38 @@ class MilvusStore(VectorStore):
                 field_name="vector", index_type=self._index_type, metric_type="COSINE", params=dict(self._index_params)
             )
             index.add_index(field_name="doc_id", index_type="INVERTED") if not self.is_lite else None
-            self.client.create_collection(
-                self.collection, schema=schema, index_params=index, consistency_level="Strong"
-            )
+            try:
+                self.client.create_collection(
+                    self.collection, schema=schema, index_params=index, consistency_level="Strong"
+                )
+            except Exception as exc:
+                if not self._clear_interrupted_creation(exc):
+                    raise
+                self.client.create_collection(
+                    self.collection, schema=schema, index_params=index, consistency_level="Strong"
+                )
         self._loaded = True  # created with an index: Milvus loads it
+
+    def _clear_interrupted_creation(self, exc: Exception) -> bool:
+        """Move aside the folder a killed process left while creating this collection.
+
+        Milvus Lite creates ``<file>/collections/<name>/`` before it registers the collection; a
+        process killed in between (seen with SIGKILL during a run) leaves a folder that makes every
+        later ``create_collection`` fail with "File exists" although ``has_collection`` is False.
+        The folder holds no registered data, so it is renamed (kept for inspection) and creation
+        is tried once more. Returns whether there was such a folder.
+        """
+        if not self.is_lite or "File exists" not in str(exc):
+            return False
+        debris = Path(self._uri) / "collections" / self.collection
+        if not debris.is_dir() or self.client.has_collection(self.collection):
+            return False
+        # outside the Milvus Lite folder, so the server never scans it
+        aside = Path(f"{self._uri}.interrupted") / f"{self.collection}-{os.getpid()}-{int(time.time())}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        debris.rename(aside)
+        log.warning("milvus: moved the folder of an interrupted collection creation aside: %s", aside)
+        return True
 
     def upsert(self, chunks: Sequence[StoredChunk], vectors: np.ndarray) -> int:
         if not chunks:
@@ -205,6 +236,17 @@ class MilvusStore(VectorStore):
                 )
             )
         return hits
+
+    def get_texts(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        out: dict[str, tuple[str, str]] = {}
+        if not ids or not self.exists():
+            return out
+        with self.guard(f"read {len(ids)} chunk texts"):
+            for i in range(0, len(ids), 500):
+                expr = "id in [" + ",".join(f'"{_quote(c)}"' for c in ids[i : i + 500]) + "]"
+                for row in self.client.query(self.collection, filter=expr, output_fields=["id", "text", "doc_id"]):
+                    out[row["id"]] = (row.get("text") or "", row.get("doc_id") or "")
+        return out
 
     def count(self) -> int:
         if not self.exists():

@@ -36,14 +36,14 @@ class AirflowCLI:
         self.home, self.data_dir = home, data_dir
         self.env = airflow_env(home, data_dir)
 
-    def run(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             raise AssertionError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
         return proc
 
-    def dags_test(self, conf: dict) -> subprocess.CompletedProcess:
-        return self.run("dags", "test", "rag_ingest", "-c", json.dumps(conf))
+    def dags_test(self, conf: dict, dag_id: str = "rag_ingest", check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("dags", "test", dag_id, "-c", json.dumps(conf), check=check)
 
 
 @pytest.fixture(scope="session")
