@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from rag_ops.identity import chunk_id_for, text_hash
@@ -62,21 +63,39 @@ class _Unit:
 class Chunker:
     """Token-aware chunker bound to one tokenizer and one (size, overlap) setting."""
 
-    def __init__(self, tokenizer, chunk_size: int, chunk_overlap: int, fingerprint: str):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, chunk_size: int, chunk_overlap: int, fingerprint: str, *, model_path: str | None = None):
+        """``tokenizer``: a transformers tokenizer; or None with ``model_path``, whose
+        ``tokenizer.json`` is then read directly (the transformers tokenizer is loaded only if
+        :attr:`tokenizer` is asked for)."""
+        self._tokenizer = tokenizer
+        self._model_path = model_path
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.fingerprint = fingerprint
         self._splitters: dict[int, object] = {}  # one LangChain splitter per token budget
         self._backend = None
+        from tokenizers import Tokenizer
+
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None:
             # a private copy of the Rust tokenizer without the padding/truncation it was saved with
-            from tokenizers import Tokenizer
-
             self._backend = Tokenizer.from_str(backend.to_str())
+        elif tokenizer is None:
+            if model_path is None:
+                raise ValueError("Chunker needs a tokenizer or a model_path")
+            # the model's own tokenizer.json, without importing transformers (and torch): the
+            # prepare helper process only chunks, and starts faster and smaller this way
+            self._backend = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+        if self._backend is not None:
             self._backend.no_padding()
             self._backend.no_truncation()
+
+    @property
+    def tokenizer(self):
+        """The model's transformers tokenizer (loaded on first use when built from a path)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self._model_path)
+        return self._tokenizer
 
     # ------------------------------------------------------------------ lengths
     def length(self, text: str) -> int:
@@ -240,6 +259,9 @@ def load_tokenizer(model_path: str):
 
 
 def make_chunker(settings, tokenizer=None) -> Chunker:
-    """A chunker for the settings (loads the tokenizer when none is given)."""
-    tok = tokenizer if tokenizer is not None else load_tokenizer(settings.model_path)
-    return Chunker(tok, settings.chunk_size, settings.chunk_overlap, settings.chunker_fingerprint)
+    """A chunker for the settings: the model's ``tokenizer.json`` when it has one, else its
+    transformers tokenizer (also when one is given)."""
+    path = settings.model_path
+    if tokenizer is None and not (Path(path) / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer(path)
+    return Chunker(tokenizer, settings.chunk_size, settings.chunk_overlap, settings.chunker_fingerprint, model_path=path)

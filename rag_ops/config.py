@@ -107,7 +107,7 @@ class Settings:
     # batching and caps
     batch_size: int = 200  # documents per processing batch (one Airflow mapped task each)
     parallel_batches: int = 2  # mapped process_batch tasks running at once in one DAG run
-    prepare_workers: int = 1  # CLI: low-priority processes that parse batches ahead of the encoder (0: none)
+    prepare_workers: int = 0  # CLI: low-priority processes that parse ahead of the encoder (+~5% speed, +~590 MB)
     store_writers: int = 1  # concurrent upsert tasks per store across DAG runs (1 for embedded)
     max_document_bytes: int = 50 * 1024 * 1024
     max_document_chars: int = 5_000_000

@@ -57,7 +57,7 @@ def _configure_unstructured() -> None:
     _unstructured_ready = True
 
 
-SPACY_PREFIX_CHARS = 500
+SPACY_PREFIX_CHARS = 250
 
 
 class _PrefixNLP:
@@ -68,7 +68,9 @@ class _PrefixNLP:
     are capitalised); no text is split or dropped by it. Those questions are answered by the
     start of an element, while the CNN costs time per character: on 300 SciFact abstracts the
     500-character prefix gave the same elements and categories as the full text, at half the
-    time per document.
+    time per document; 250 characters then gave the same Title decisions (all the chunker reads
+    of a category) as 500 on 630 documents (SciFact, Cranfield, the sample corpus in every
+    format), parsing them 18% faster. 150 characters changed 11 of them.
     """
 
     def __init__(self, nlp, limit: int):

@@ -819,17 +819,17 @@ def _prepare_in_worker(settings: Settings, batch_ref: str, start: int, stop: int
 PREPARE_SLICE = 16  # documents a helper or this process prepares at a time
 
 
-def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime) -> None:
+def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, helpers: int = 0) -> None:
     """Prepare and embed every batch, in order; low-priority helpers prepare slices ahead.
 
     Work is shared in slices of :data:`PREPARE_SLICE` documents taken from the front of one
     queue: a helper always holds one slice; this process, when the batch it is to embed next
     still has unclaimed slices, prepares them itself (the helper works on in parallel), and
-    otherwise waits for the helper's. With ``settings.prepare_workers == 0`` or a single batch,
-    batches are processed one after the other in this process.
+    otherwise waits for the helper's. With no ``helpers`` or a single batch, batches are processed
+    one after the other in this process.
     """
     total = len(batch_refs)
-    if settings.prepare_workers < 1 or total < 2:
+    if helpers < 1 or total < 2:
         for n, ref in enumerate(batch_refs, 1):
             log.info("processing batch %d/%d", n, total)
             process_batch(settings, ref, runtime=rt)
@@ -848,7 +848,7 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime) -> 
     parts: dict[int, dict[int, PreparedBatch]] = {b: {} for b in range(total)}
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
     with ProcessPoolExecutor(
-        max_workers=settings.prepare_workers, mp_context=ctx, initializer=_init_prepare_worker, initargs=(settings,)
+        max_workers=helpers, mp_context=ctx, initializer=_init_prepare_worker, initargs=(settings,)
     ) as pool:
         in_flight: dict = {}
 
@@ -856,7 +856,7 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime) -> 
             for fut in [f for f in in_flight if f.done()]:
                 b, start, _ = in_flight.pop(fut)
                 parts[b][start] = fut.result()  # a SourceError from a helper is raised here
-            while units and len(in_flight) < settings.prepare_workers:
+            while units and len(in_flight) < helpers:
                 unit = units.popleft()
                 in_flight[pool.submit(_prepare_in_worker, settings, batch_refs[unit[0]], unit[1], unit[2])] = unit
 
@@ -887,8 +887,15 @@ def ingest(
     run_id: str | None = None,
     retry_quarantined: bool = False,
     runtime: Runtime | None = None,
+    prepare_ahead: bool = False,
 ) -> dict:
-    """Run the whole pipeline in this process (what the CLI does). Returns the run report."""
+    """Run the whole pipeline in this process (what the CLI does). Returns the run report.
+
+    With ``prepare_ahead`` (the CLI and the benchmark set it) ``settings.prepare_workers``
+    helper processes parse batches ahead of the encoder. They are started with ``spawn``, which
+    imports the caller's main module again: only a main module guarded by
+    ``if __name__ == "__main__":`` (or run with ``python -m``) may ask for it.
+    """
     t0 = time.perf_counter()
     own = runtime is None
     rt = runtime or Runtime(settings)
@@ -898,7 +905,7 @@ def ingest(
             run_id=run_id, retry_quarantined=retry_quarantined, runtime=rt,
         )
         try:
-            return _run_plan(settings, plan, rt, t0)
+            return _run_plan(settings, plan, rt, t0, prepare_ahead)
         except RagopsError as exc:
             rt.catalog.finish_run(plan.run_id, {"error": f"{type(exc).__name__}: {exc}"}, status="failed")
             raise
@@ -907,9 +914,9 @@ def ingest(
             rt.close()
 
 
-def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float) -> dict:
+def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, prepare_ahead: bool = False) -> dict:
     """Process, gate, write and commit a discovered plan in this process."""
-    _process_batches(settings, plan.batches, rt)
+    _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if prepare_ahead else 0)
     gate = quality_gate(settings, plan.ref, runtime=rt)
     # stores are independent: write them side by side (each has its own client and file)
     with ThreadPoolExecutor(max_workers=len(plan.stores), thread_name_prefix="ragops-upsert") as pool:

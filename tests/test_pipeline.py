@@ -129,3 +129,39 @@ def test_bad_document_is_recorded_and_batch_goes_on(settings, corpus):
     assert "no parser for extension '.xyz'" in report["failures"][str(corpus / "notes.xyz")]
     again = ingest(settings)
     assert again["failed"] == 0 and again["encoded"] == 0 and again["unchanged"] == 5
+
+
+def test_prepare_ahead_in_a_helper_process_gives_the_same_index(tmp_path, corpus):
+    """The CLI's helper process prepares slices of batches (here 1-document batches, so the
+    helper and this process share the work): same chunks, same ids, same reports' counts."""
+    from rag_ops import pipeline
+    from rag_ops.config import Settings
+
+    (corpus / "more").mkdir()
+    for i in range(40):  # more than two slices of PREPARE_SLICE documents in one batch
+        (corpus / "more" / f"note{i:02d}.txt").write_text(f"Note {i}\n\nMaintenance note number {i} for dock {i % 7}.\n")
+    seq = Settings(data_dir=tmp_path / "seq", source=str(corpus), batch_size=20)
+    ahead = seq.replace(data_dir=tmp_path / "ahead", prepare_workers=1)
+    a = ingest(seq)
+    b = ingest(ahead, prepare_ahead=True)
+    assert a["new"] == b["new"] == 43 and a["chunks"] == b["chunks"] and b["failed"] == 0
+    assert catalog_ids(seq) == catalog_ids(ahead) == store_ids(ahead, "chroma") == store_ids(ahead, "milvus")
+    assert pipeline.PREPARE_SLICE < 20 < 43
+    again = ingest(ahead, prepare_ahead=True)
+    assert again["unchanged"] == 43 and again["encoded"] == 0
+
+
+def test_merge_prepared_keeps_each_documents_chunk_rows():
+    from collections import Counter
+
+    from rag_ops.pipeline import PreparedBatch, merge_prepared
+
+    one = PreparedBatch("b", 2, [{"doc_id": "a", "chunk_rows": [0, 2]}, {"doc_id": "x"}],
+                        [{"chunk_id": "a0"}, {"chunk_id": "a1"}], Counter(new=1, failed=1), Counter(parse=1.0))
+    two = PreparedBatch("b", 1, [{"doc_id": "c", "chunk_rows": [0, 1]}], [{"chunk_id": "c0"}], Counter(new=1),
+                        Counter(parse=0.5))
+    merged = merge_prepared([one, two])
+    assert merged.n_docs == 3 and merged.counts == Counter(new=2, failed=1) and merged.seconds["parse"] == 1.5
+    rows = {o["doc_id"]: o.get("chunk_rows") for o in merged.outcomes}
+    assert rows == {"a": [0, 2], "x": None, "c": [2, 3]}
+    assert [merged.chunk_rows[i]["chunk_id"] for i in range(*rows["c"])] == ["c0"]

@@ -46,6 +46,14 @@ print(json.dumps(out))
         "quality_max_near_duplicate_rate", "quality_min_printable_ratio", "retry_quarantined", "scope", "source",
         "stores",
     ]
+    assert out["dags"]["rag_recall"] == {
+        "prepare_golden_sets": ["score_golden_set"],
+        "score_golden_set": ["check_recall", "plot_recall"],
+        "check_recall": [],
+        "plot_recall": [],
+    }
+    assert out["params"]["rag_recall"] == ["floors", "stores", "tolerance", "window"]
+    assert out["retries"]["rag_recall"]["check_recall"] == 0  # the same index scores the same
     retries = out["retries"]["rag_ingest"]
     assert retries.pop("quality_gate") == 0  # same data, same verdict: no retry
     assert all(r >= 2 for r in retries.values())
