@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--ingest DIR its corpus is first ingested through the pipeline into that collection "
             "(incremental). --synthetic scores the configured collection on the synthetic set sampled from "
             "the catalog (built once, re-used until --regenerate). With --json the last line is one JSON "
-            "object: the metrics of the store when one store is scored (--store, or a single configured "
-            "store), else {\"stores\": {store: metrics}}."
+            "object: the metrics of the store (ndcg@10, recall@100, mrr@10, ..., queries, store); when several "
+            "stores are scored, the first store's metrics plus \"stores\": {store: metrics}."
         ),
     )
     ev.add_argument("--golden", metavar="DIR", help="a BEIR-format folder (queries.jsonl, qrels/<split>.tsv)")
@@ -220,7 +220,9 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     results = ev.score_stores(settings, golden, target=target, run_id=new_run_id())
     if not args.json:
         print(format_scores(results))
-    return next(iter(results.values())) if len(results) == 1 else {"stores": results}
+    first = next(iter(results.values()))
+    # the first store's metrics at the top level, so `--json` reads the same with one store or several
+    return first if len(results) == 1 else {**first, "stores": results}
 
 
 def format_scores(results: dict[str, dict[str, Any]]) -> str:
