@@ -127,7 +127,7 @@ def main() -> int:
     raw_encode(["warm up the model"] * 64)
 
     t = time.perf_counter()
-    full = ingest(settings, prepare_ahead=True)
+    full = ingest(settings, helper_processes=True)
     full_s = time.perf_counter() - t
     rss_full = peak_rss_mb()  # before the raw-encode baseline runs in this process
     rss_child = peak_child_rss_mb()
@@ -139,7 +139,7 @@ def main() -> int:
     pipe_cps, raw_cps = full["chunks"] / full_s, len(texts) / raw_s
 
     t = time.perf_counter()
-    rerun = ingest(settings, prepare_ahead=True)
+    rerun = ingest(settings, helper_processes=True)
     rerun_s = time.perf_counter() - t
 
     files = sorted(p for p in corpus.rglob("*.txt"))
@@ -150,17 +150,17 @@ def main() -> int:
         st = p.stat()
         os.utime(p, (st.st_atime, st.st_mtime + 3600))
     t = time.perf_counter()
-    touch_run = ingest(settings, prepare_ahead=True)
+    touch_run = ingest(settings, helper_processes=True)
     touch_s = time.perf_counter() - t
     for p in edited:
         p.write_text(p.read_text() + "\nAddendum: this paragraph was added by the benchmark to edit the document.\n")
     t = time.perf_counter()
-    edit_run = ingest(settings, prepare_ahead=True)
+    edit_run = ingest(settings, helper_processes=True)
     edit_s = time.perf_counter() - t
     for p in deleted:
         p.unlink()
     t = time.perf_counter()
-    delete_run = ingest(settings, full_sync=True, prepare_ahead=True)
+    delete_run = ingest(settings, full_sync=True, helper_processes=True)
     delete_s = time.perf_counter() - t
     with open_store("chroma", settings) as chroma, open_store("milvus", settings) as milvus:
         left = {"chroma": chroma.count(), "milvus": milvus.count()}

@@ -108,7 +108,9 @@ def process_batch(context: dict[str, Any], batch_ref: str) -> dict[str, Any]:
     from rag_ops import pipeline
 
     context["batch_name"] = Path(batch_ref).stem  # shown as the map index in the UI
-    return pipeline.process_batch(settings_from_params(context["params"]), batch_ref)
+    settings = settings_from_params(context["params"])
+    # up to parallel_batches of these tasks encode at once on a worker: share its cores
+    return pipeline.process_batch(settings, batch_ref, concurrent_encoders=settings.parallel_batches)
 
 
 @translate_errors

@@ -106,7 +106,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(stores=args.stores, batch_size=args.batch_size)
     report = ingest(
         settings, source=args.source, full_sync=args.full_sync, since=args.since, until=args.until,
-        retry_quarantined=args.retry_quarantined, prepare_ahead=True,
+        retry_quarantined=args.retry_quarantined, helper_processes=True,
     )
     if not args.json:
         print(format_report(report))

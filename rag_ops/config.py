@@ -101,6 +101,7 @@ class Settings:
     embedding_model: str = PACKAGED_MODEL  # a local model dir, or the packaged MiniLM
     embed_batch_size: int = 16  # measured here: 16 encodes faster than 32 and peaks ~60 MB lower
     embed_precision: str = "fp32"  # fp32 | bf16 (autocast on CPU; measure with bench/)
+    embed_threads: int = 0  # torch threads per encoding process; 0: cores / processes encoding at once
     # chunking (tokens of the embedding model's tokenizer; MiniLM reads 256 incl. 2 specials)
     chunk_size: int = 250
     chunk_overlap: int = 32
@@ -169,6 +170,8 @@ class Settings:
                 "recall_window and recall_synthetic_queries must be >= 1 and recall_tolerance >= 0. "
                 f"Got {self.recall_window}, {self.recall_synthetic_queries} and {self.recall_tolerance}."
             )
+        if self.embed_threads < 0:
+            raise ConfigError(f"embed_threads must be >= 0 (0 = automatic). Got {self.embed_threads}.")
         if self.prepare_workers < 0:
             raise ConfigError(f"prepare_workers must be >= 0. Got {self.prepare_workers}.")
         if self.embed_precision not in ("fp32", "bf16"):

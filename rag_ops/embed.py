@@ -118,11 +118,14 @@ class EmbedResult:
 class Embedder:
     """A sentence-transformers model loaded offline from a local path, loaded on first use."""
 
-    def __init__(self, model_path: str, model_id: str, batch_size: int = 32, precision: str = "fp32"):
+    def __init__(
+        self, model_path: str, model_id: str, batch_size: int = 32, precision: str = "fp32", threads: int = 0
+    ):
         self.model_path = model_path
         self.model_id = model_id
         self.batch_size = batch_size
         self.precision = precision
+        self.threads = threads  # torch intra-op threads while encoding; 0 leaves torch's default
         self._model = None
 
     @property
@@ -145,10 +148,13 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         ctx = contextlib.nullcontext()
-        if self.precision == "bf16":
+        if self.precision == "bf16" or self.threads:
             import torch
 
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.threads and torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
+            if self.precision == "bf16":
+                ctx = torch.autocast("cpu", dtype=torch.bfloat16)
         try:
             with ctx:
                 vectors = self.model.encode(
@@ -227,5 +233,26 @@ def model_dimension(model_path: str) -> int | None:
     return dim
 
 
-def make_embedder(settings: "Settings") -> Embedder:
-    return Embedder(settings.model_path, settings.model_id, settings.embed_batch_size, settings.embed_precision)
+def make_embedder(settings: "Settings", concurrent_encoders: int = 1) -> Embedder:
+    """The embedder of the settings.
+
+    Args:
+        concurrent_encoders: processes that may encode at the same time on this machine (Airflow
+            runs ``parallel_batches`` mapped tasks at once). With ``embed_threads`` 0 each gets
+            an equal share of the cores: torch's threads wait for each other at every operation,
+            so two processes each using every core run far slower than two using half each.
+    """
+    threads = settings.embed_threads
+    if threads == 0 and concurrent_encoders > 1:
+        threads = max(1, available_cores() // concurrent_encoders)
+    return Embedder(settings.model_path, settings.model_id, settings.embed_batch_size, settings.embed_precision, threads)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

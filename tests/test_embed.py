@@ -205,3 +205,26 @@ def test_bad_model_path_raises_embedding_error_naming_it(tmp_path, kind):
         finally:
             assert cache.count() == 0
             cache.close()
+
+
+def test_concurrent_encoders_share_the_cores(model_settings, monkeypatch):
+    """Airflow runs parallel_batches process_batch tasks at once: each encodes with its share of
+    the cores, unless embed_threads says otherwise; the setting really drives torch."""
+    import torch
+
+    from rag_ops import embed
+
+    monkeypatch.setattr(embed, "available_cores", lambda: 4)
+    assert embed.make_embedder(model_settings).threads == 0  # the CLI alone: torch's default
+    assert embed.make_embedder(model_settings, concurrent_encoders=2).threads == 2
+    assert embed.make_embedder(model_settings, concurrent_encoders=8).threads == 1
+    assert embed.make_embedder(model_settings.replace(embed_threads=3), concurrent_encoders=2).threads == 3
+    before = torch.get_num_threads()
+    try:
+        one = Embedder(model_settings.model_path, model_settings.model_id, threads=1)
+        vec = one.encode(["torch threads follow the setting"])
+        assert torch.get_num_threads() == 1 and vec.shape == (1, 384)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(Exception, match="embed_threads must be >= 0"):
+        model_settings.replace(embed_threads=-1)

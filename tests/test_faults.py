@@ -111,8 +111,9 @@ def report_line(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------- 1. a store that is down
+@pytest.mark.parametrize("helpers", [False, True], ids=["one-process", "store-writer-process"])
 @pytest.mark.parametrize("down", STORES)
-def test_store_down_fails_the_run_and_the_next_run_finishes_from_the_cache(settings, down):
+def test_store_down_fails_the_run_and_the_next_run_finishes_from_the_cache(settings, down, helpers):
     port = closed_port()
     if down == "chroma":
         broken = settings.replace(chroma_host="127.0.0.1", chroma_port=port)
@@ -120,8 +121,8 @@ def test_store_down_fails_the_run_and_the_next_run_finishes_from_the_cache(setti
         broken = settings.replace(milvus_uri=f"http://127.0.0.1:{port}")
     healthy = next(s for s in STORES if s != down)
 
-    with pytest.raises(StoreError) as info:
-        pipeline.ingest(broken)
+    with pytest.raises(StoreError) as info:  # with helpers, Milvus is written from a process of its own
+        pipeline.ingest(broken, helper_processes=helpers)
     err = info.value
     assert err.retryable is True
     assert down in str(err) and f"127.0.0.1:{port}" in str(err), str(err)

@@ -143,11 +143,11 @@ def test_prepare_ahead_in_a_helper_process_gives_the_same_index(tmp_path, corpus
     seq = Settings(data_dir=tmp_path / "seq", source=str(corpus), batch_size=20)
     ahead = seq.replace(data_dir=tmp_path / "ahead", prepare_workers=1)
     a = ingest(seq)
-    b = ingest(ahead, prepare_ahead=True)
+    b = ingest(ahead, helper_processes=True)
     assert a["new"] == b["new"] == 43 and a["chunks"] == b["chunks"] and b["failed"] == 0
     assert catalog_ids(seq) == catalog_ids(ahead) == store_ids(ahead, "chroma") == store_ids(ahead, "milvus")
     assert pipeline.PREPARE_SLICE < 20 < 43
-    again = ingest(ahead, prepare_ahead=True)
+    again = ingest(ahead, helper_processes=True)
     assert again["unchanged"] == 43 and again["encoded"] == 0
 
 
