@@ -17,13 +17,14 @@ export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
 DEMO_DATA := $(CURDIR)/.data/demo
 DEMO_AIRFLOW := $(CURDIR)/.airflow/demo
 
-.PHONY: venv demo test airflow bench clean help
+.PHONY: venv demo test airflow bench bench-recall clean help
 
 help:
 	@echo "make demo     set up, run the rag_ingest DAG on the bundled samples, query both stores"
 	@echo "make test     set up and run the whole test suite"
 	@echo "make airflow  Airflow 3 standalone with the ragops DAGs (UI on http://localhost:8080)"
 	@echo "make bench    ingest benchmark (bench/ingest_bench.py)"
+	@echo "make bench-recall [DATASET=../shared/datasets/scifact]  recall vs published figures (bench/recall_bench.py)"
 
 venv: $(STAMP)
 
@@ -45,6 +46,10 @@ airflow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/ingest_bench.py
+
+DATASET ?= ../shared/datasets/scifact
+bench-recall: $(STAMP)
+	$(PY) bench/recall_bench.py $(DATASET)
 
 clean:
 	rm -rf .data .airflow

@@ -805,7 +805,7 @@ def commit_run(
 _WORKER_RT: Runtime | None = None
 
 
-def _init_prepare_worker(settings: Settings) -> None:
+def _init_prepare_worker(settings: Settings, level: str) -> None:
     global _WORKER_RT
     import os
 
@@ -813,7 +813,7 @@ def _init_prepare_worker(settings: Settings) -> None:
         os.nice(19)
     from rag_ops.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(level)
     _WORKER_RT = Runtime(settings)
 
 
@@ -854,7 +854,7 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, hel
     parts: dict[int, dict[int, PreparedBatch]] = {b: {} for b in range(total)}
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
     with ProcessPoolExecutor(
-        max_workers=helpers, mp_context=ctx, initializer=_init_prepare_worker, initargs=(settings,)
+        max_workers=helpers, mp_context=ctx, initializer=_init_prepare_worker, initargs=(settings, _log_level_name())
     ) as pool:
         in_flight: dict = {}
 
@@ -937,7 +937,7 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
 
         writers = ProcessPoolExecutor(
             max_workers=len(offload), mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_store_writer, initargs=(settings,),
+            initializer=_init_store_writer, initargs=(settings, _log_level_name()),
         )
         writers.submit(int)  # start the process now (imports happen in its initializer)
     try:
@@ -971,11 +971,16 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
     return report
 
 
-def _init_store_writer(settings: Settings) -> None:
+def _log_level_name() -> str:
+    """This process's effective log level, for its helper processes to log alike."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
+def _init_store_writer(settings: Settings, level: str) -> None:
     """A store-writer process: logging, and the store libraries imported ahead of their use."""
     from rag_ops.logs import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(level)
     import rag_ops.stores.chroma  # noqa: F401
     import rag_ops.stores.milvus  # noqa: F401
 
