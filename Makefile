@@ -17,7 +17,7 @@ export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
 DEMO_DATA := $(CURDIR)/.data/demo
 DEMO_AIRFLOW := $(CURDIR)/.airflow/demo
 
-.PHONY: venv demo test airflow bench bench-recall clean help
+.PHONY: venv demo test airflow bench bench-recall bench-drift clean help
 
 help:
 	@echo "make demo     set up, run the rag_ingest DAG on the bundled samples, query both stores"
@@ -25,6 +25,7 @@ help:
 	@echo "make airflow  Airflow 3 standalone with the ragops DAGs (UI on http://localhost:8080)"
 	@echo "make bench    ingest benchmark (bench/ingest_bench.py)"
 	@echo "make bench-recall [DATASET=../shared/datasets/scifact]  recall vs published figures (bench/recall_bench.py)"
+	@echo "make bench-drift  drift tests' false positives and detection on SciFact vs Cranfield (bench/drift_bench.py)"
 
 venv: $(STAMP)
 
@@ -50,6 +51,9 @@ bench: $(STAMP)
 DATASET ?= ../shared/datasets/scifact
 bench-recall: $(STAMP)
 	$(PY) bench/recall_bench.py $(DATASET)
+
+bench-drift: $(STAMP)
+	$(PY) bench/drift_bench.py
 
 clean:
 	rm -rf .data .airflow

@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -103,6 +103,26 @@ recall_scores = sa.Table(
     sa.Column("value", sa.Float),
     sa.Column("created_at", sa.String(32)),
 )
+drift_reports = sa.Table(
+    "drift_reports",
+    _meta,
+    sa.Column("report_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(128)),
+    sa.Column("collection", sa.String(64)),
+    sa.Column("store", sa.String(255)),
+    sa.Column("model_id", sa.String(255)),
+    sa.Column("reference_size", sa.Integer),
+    sa.Column("batch_size", sa.Integer),
+    sa.Column("auc", sa.Float),
+    sa.Column("mmd2", sa.Float),
+    sa.Column("p_value", sa.Float),
+    sa.Column("centroid_distance", sa.Float),
+    sa.Column("drifted", sa.Integer),
+    sa.Column("rule", sa.String(32)),
+    sa.Column("reasons", sa.Text),
+    sa.Column("created_at", sa.String(32)),
+)
+DRIFT_VALUES = ("auc", "mmd2", "p_value", "centroid_distance")
 
 
 def utcnow() -> str:
@@ -457,6 +477,65 @@ class Catalog:
             stmt = stmt.where(t.c.collection == collection)
         with self._read() as conn:
             rows = [dict(r) for r in conn.execute(stmt.order_by(t.c.created_at.desc()).limit(limit)).mappings()]
+        return rows[::-1]
+
+    def write_drift_report(
+        self, run_id: str, collection: str, store: str, model_id: str, report: Mapping[str, Any]
+    ) -> str:
+        """Store one drift check. Writing the same (run, collection, store, model) again overwrites it.
+
+        Args:
+            run_id: the run that made the check.
+            collection: the collection whose vectors were the reference.
+            store: the store (chroma, milvus) or index version name the vectors came from.
+            model_id: the embedding model of both samples.
+            report: ``DriftReport.as_dict()`` of :func:`rag_ops.drift.detect_drift`, or a mapping
+                with its keys: reference_size, batch_size, drifted, rule, reasons, and auc, mmd2,
+                p_value, centroid_distance (None when the sample was insufficient).
+
+        Returns:
+            The report id.
+
+        Raises:
+            CatalogError: the write failed, or ``report`` lacks a key.
+        """
+        import hashlib
+
+        report_id = hashlib.sha256(f"{run_id}|{collection}|{store}|{model_id}".encode()).hexdigest()[:32]
+        try:
+            row = {
+                "report_id": report_id, "run_id": run_id, "collection": collection, "store": store,
+                "model_id": model_id, "reference_size": int(report["reference_size"]),
+                "batch_size": int(report["batch_size"]), "drifted": int(bool(report["drifted"])),
+                "rule": str(report["rule"]), "reasons": json.dumps(list(report["reasons"])), "created_at": utcnow(),
+                **{k: None if report.get(k) is None else float(report[k]) for k in DRIFT_VALUES},
+            }
+        except KeyError as exc:
+            raise CatalogError(f"drift report lacks {exc.args[0]!r}. Got keys {sorted(report)}.") from None
+        try:
+            with self.engine.begin() as conn:
+                self._upsert(conn, drift_reports, [row], "report_id")
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog write of a drift report failed: {_short(exc)}") from exc
+        return report_id
+
+    def drift_reports(self, limit: int = 30, collection: str | None = None) -> list[dict]:
+        """The newest ``limit`` drift reports, oldest first (newest last).
+
+        Returns:
+            Rows as dicts with every column of ``drift_reports``; ``drifted`` as bool and
+            ``reasons`` as a list of strings.
+        """
+        t = drift_reports
+        stmt = sa.select(t)
+        if collection is not None:
+            stmt = stmt.where(t.c.collection == collection)
+        stmt = stmt.order_by(t.c.created_at.desc(), t.c.report_id.desc()).limit(limit)
+        with self._read() as conn:
+            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        for r in rows:
+            r["drifted"] = bool(r["drifted"])
+            r["reasons"] = json.loads(r["reasons"] or "[]")
         return rows[::-1]
 
     def mark_for_restore(self, doc_ids: Sequence[str], complete_stores: dict[str, set[str]]) -> None:

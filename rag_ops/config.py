@@ -26,6 +26,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = PROJECT_ROOT / "samples" / "corpus"
 KNOWN_STORES = ("chroma", "milvus")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+DRIFT_TESTS = ("classifier", "mmd", "centroid")  # the tests of rag_ops.drift
+DRIFT_RULES = ("any", "majority", "all", *DRIFT_TESTS)  # how their verdicts combine
 
 # Environment that keeps every library quiet and offline. Applied with setdefault, so a user
 # who really wants a library's telemetry can still opt in by exporting the variable.
@@ -126,6 +128,14 @@ class Settings:
     recall_window: int = 7  # runs whose median is the regression baseline
     recall_tolerance: float = 0.02  # how far below the baseline a metric may fall (absolute)
     recall_floors: str = "{}"  # JSON metric -> lowest acceptable value, e.g. {"ndcg@10": 0.3}
+    # embedding drift (rag_ops/drift.py; defaults chosen with bench/drift_bench.py)
+    drift_auc_threshold: float = 0.55  # domain-classifier ROC AUC above this flags drift (Evidently's default)
+    drift_mmd_p_value: float = 0.05  # MMD permutation p-value below this flags drift (alibi-detect's default)
+    drift_mmd_permutations: int = 200  # permutations of the MMD test (p resolution 1 / (1 + N))
+    drift_centroid_threshold: float = 0.1  # 1 - cos(mean(ref), mean(new)) above this flags drift
+    drift_min_sample: int = 50  # fewer vectors in the batch (or reference): "insufficient sample", not drift
+    drift_reference_size: int = 1000  # vectors sampled from the live collection as the reference
+    drift_rule: str = "majority"  # any | majority | all | classifier | mmd | centroid
     # logging
     log_level: str = "INFO"
 
@@ -185,12 +195,40 @@ class Settings:
                      "quality_max_near_duplicate_rate", "quality_max_failure_share"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1. Got {getattr(self, name)!r}.")
+        self._validate_drift()
         for name in ("milvus_index_params", "milvus_search_params", "recall_floors"):
             try:
                 if not isinstance(json.loads(getattr(self, name)), dict):
                     raise ValueError
             except ValueError:
                 raise ConfigError(f"{name} must be a JSON object. Got {getattr(self, name)!r}.") from None
+
+    def _validate_drift(self) -> None:
+        if not 0.5 <= self.drift_auc_threshold < 1.0:
+            raise ConfigError(f"drift_auc_threshold must be >= 0.5 and < 1. Got {self.drift_auc_threshold!r}.")
+        if not 0.0 < self.drift_mmd_p_value < 1.0:
+            raise ConfigError(f"drift_mmd_p_value must be between 0 and 1 (exclusive). Got {self.drift_mmd_p_value!r}.")
+        # the smallest p-value N permutations can give is 1 / (1 + N): below the threshold, or the
+        # MMD test could never flag anything
+        if self.drift_mmd_permutations < 1 or 1.0 / (1 + self.drift_mmd_permutations) >= self.drift_mmd_p_value:
+            raise ConfigError(
+                "drift_mmd_permutations must be large enough that 1 / (1 + permutations) < drift_mmd_p_value "
+                f"(else the MMD test can never flag drift). Got {self.drift_mmd_permutations} permutations "
+                f"for p < {self.drift_mmd_p_value}."
+            )
+        if not 0.0 < self.drift_centroid_threshold <= 2.0:
+            raise ConfigError(
+                f"drift_centroid_threshold must be > 0 and <= 2 (a cosine distance). Got {self.drift_centroid_threshold!r}."
+            )
+        if self.drift_min_sample < 10:
+            raise ConfigError(f"drift_min_sample must be >= 10 vectors. Got {self.drift_min_sample}.")
+        if self.drift_reference_size < self.drift_min_sample:
+            raise ConfigError(
+                "drift_reference_size must be >= drift_min_sample. "
+                f"Got {self.drift_reference_size} < {self.drift_min_sample}."
+            )
+        if self.drift_rule not in DRIFT_RULES:
+            raise ConfigError(f"drift_rule must be one of {list(DRIFT_RULES)}. Got {self.drift_rule!r}.")
 
     # ---------------------------------------------------------------- derived paths
     @property
