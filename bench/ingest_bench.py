@@ -75,7 +75,7 @@ def peak_rss_mb() -> float:
 
 
 def peak_child_rss_mb() -> float:
-    """The largest peak RSS of any finished child (prepare workers; the Milvus Lite server runs on)."""
+    """The largest peak RSS of any finished child or grandchild (helper processes, Milvus Lite servers)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
@@ -183,7 +183,7 @@ def main() -> int:
         (f"{len(deleted)} deleted + full sync", f"{delete_s / full_s:.4f}, removed {delete_run['removed']}, "
                                                f"store counts {left} vs catalog {catalog_chunks}"),
         ("peak RSS of the full run (model included)", f"{rss_full:.0f} MB"),
-        ("peak RSS of a prepare worker (a child process)", f"{rss_child:.0f} MB"),
+        ("peak RSS of the largest child (helpers, Milvus Lite server)", f"{rss_child:.0f} MB"),
         ("peak RSS incl. the raw-encode baseline", f"{peak_rss_mb():.0f} MB"),
     ]
     width = max(len(k) for k, _ in rows)
