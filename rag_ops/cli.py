@@ -149,7 +149,8 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     for name in settings.stores:
         with open_store(name, settings) as store:
             stores[name] = store.count()
-    last = catalog.last_runs(1)
+    recent = catalog.last_runs(5)
+    last = recent[:1]
     catalog.close()
     out = {
         "documents": counts["documents"],
@@ -160,6 +161,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
         "collection": settings.collection,
         "data_dir": str(settings.data_dir),
         "last_run": {k: last[0][k] for k in ("run_id", "status", "started_at", "finished_at")} if last else None,
+        "runs": [_run_figures(r) for r in recent],
     }
     if not args.json:
         print(f"catalog: {out['documents']} documents, {out['chunks']} chunks ({out['failed']} failed, {out['deleted']} deleted)")
@@ -167,7 +169,26 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name}: {n} vectors in {settings.collection!r}")
         if last:
             print(f"last run: {last[0]['run_id']} ({last[0]['status']})")
+        for r in out["runs"]:
+            speed = f", {r['tokens_per_second']:.0f} tokens/s" if r["tokens_per_second"] else ""
+            print(f"  {r['started_at']}  {r['status']:<8} encoded {r['encoded'] or 0} chunks, "
+                  f"{r['tokens_encoded'] or 0} tokens in {r['encode_seconds'] or 0:.1f}s{speed}  ({r['run_id']})")
     return out
+
+
+def _run_figures(row: dict[str, Any]) -> dict[str, Any]:
+    """One run's encode figures (what a cost estimate learns from) from its catalog row."""
+    try:
+        report = json.loads(row.get("report") or "{}")
+    except ValueError:
+        report = {}
+    tokens, secs = report.get("tokens_encoded"), report.get("encode_seconds")
+    return {
+        "run_id": row["run_id"], "status": row["status"], "started_at": row["started_at"],
+        "finished_at": row["finished_at"], "encoded": report.get("encoded"), "tokens_encoded": tokens,
+        "encode_seconds": secs,
+        "tokens_per_second": round(tokens / secs, 1) if tokens and secs else None,
+    }
 
 
 def cmd_quarantine(args: argparse.Namespace) -> list[dict[str, Any]]:

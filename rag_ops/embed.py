@@ -113,6 +113,8 @@ class EmbedResult:
     encoded: int  # texts sent to the model
     cache_hits: int  # texts served from the cache
     seconds: float
+    encoded_hashes: frozenset[str] = frozenset()  # text hashes of the texts sent to the model
+    encode_seconds: float = 0.0  # time in the model alone (no cache look-ups)
 
 
 class Embedder:
@@ -180,8 +182,11 @@ class Embedder:
             if h not in cached and h not in missing:
                 missing[h] = t
         fresh: dict[str, np.ndarray] = {}
+        encode_seconds = 0.0
         if missing:
+            t_model = time.perf_counter()
             encoded = self.encode(list(missing.values()))
+            encode_seconds = time.perf_counter() - t_model
             fresh = dict(zip(missing.keys(), encoded))
             if cache is not None:
                 cache.put_many(self.model_id, fresh)
@@ -190,7 +195,10 @@ class Embedder:
         else:
             vectors = np.stack([cached[h] if h in cached else fresh[h] for h in hashes]).astype(np.float32)
         hits = sum(1 for h in hashes if h in cached)
-        return EmbedResult(vectors, encoded=len(missing), cache_hits=hits, seconds=time.perf_counter() - t0)
+        return EmbedResult(
+            vectors, encoded=len(missing), cache_hits=hits, seconds=time.perf_counter() - t0,
+            encoded_hashes=frozenset(missing), encode_seconds=encode_seconds,
+        )
 
 
 def release_freed_memory() -> None:

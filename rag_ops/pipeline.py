@@ -517,6 +517,13 @@ def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
             release_freed_memory()
         counts["encoded"] += res.encoded
         counts["cache_hits"] += res.cache_hits
+        # what the model really read: tokens of each distinct text it encoded (for cost planning)
+        seen_hashes: set[str] = set()
+        for c in chunk_rows:
+            if c["text_hash"] in res.encoded_hashes and c["text_hash"] not in seen_hashes:
+                seen_hashes.add(c["text_hash"])
+                counts["tokens_encoded"] += int(c.get("tokens") or 0)
+        secs["encode_model"] += res.encode_seconds
     counts["chunks"] = len(chunk_rows)
 
     result_path, vectors_path = _result_paths(prepared.batch_ref)
@@ -531,7 +538,8 @@ def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
     log.info(
         "batch %s: %d docs -> %d new, %d changed, %d unchanged, %d failed; %d chunks, %d encoded, %d from cache (%.1fs)",
         Path(prepared.batch_ref).name, prepared.n_docs, counts["new"], counts["changed"], counts["unchanged"],
-        counts["failed"], len(chunk_rows), counts["encoded"], counts["cache_hits"], sum(secs.values()),
+        counts["failed"], len(chunk_rows), counts["encoded"], counts["cache_hits"],
+        sum(v for k, v in secs.items() if k != "encode_model"),
     )
     return out
 
@@ -773,6 +781,8 @@ def commit_run(
             "chunks": counts["chunks"],
             "encoded": counts["encoded"],
             "cache_hits": counts["cache_hits"],
+            "tokens_encoded": counts["tokens_encoded"],
+            "encode_seconds": round(seconds.pop("encode_model", 0.0), 3),
             "upserted": upserted,
             "removed": removed,
             "seconds": {k: round(v, 3) for k, v in seconds.items()},

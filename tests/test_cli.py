@@ -97,6 +97,13 @@ def test_status_json_matches_the_index(indexed):
     assert status["documents"] == 3
     assert status["chunks"] == report["chunks"]
     assert status["stores"] == {"chroma": report["chunks"], "milvus": report["chunks"]}
+    # the last runs' encode figures (what a cost estimate learns from)
+    run = next(r for r in status["runs"] if r["run_id"] == report["run_id"])  # other tests ingest again
+    assert run["status"] == "success"
+    assert run["encoded"] == report["encoded"] == report["chunks"]
+    assert run["tokens_encoded"] == report["tokens_encoded"] > report["chunks"]
+    assert run["encode_seconds"] == report["encode_seconds"] > 0
+    assert run["tokens_per_second"] == pytest.approx(report["tokens_encoded"] / report["encode_seconds"], rel=0.01)
 
 
 @pytest.mark.parametrize("store", ["milvus", "chroma"])

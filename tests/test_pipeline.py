@@ -37,10 +37,17 @@ def test_first_run_indexes_everything_in_both_stores(settings):
 
 
 def test_rerun_does_no_work(settings):
-    ingest(settings)
+    first = ingest(settings)
+    cat = Catalog(settings.catalog_db_url)
+    try:  # tokens encoded = the model tokens of every distinct chunk text encoded
+        assert first["tokens_encoded"] == sum(c.tokens for cs in cat.chunks_of(list(cat.documents_by_id())).values() for c in cs)
+    finally:
+        cat.close()
+    assert first["tokens_encoded"] > first["chunks"] and first["encode_seconds"] > 0
     before = {s: store_ids(settings, s) for s in ("chroma", "milvus")}
     report = ingest(settings)
     assert report["unchanged"] == 3
+    assert report["tokens_encoded"] == 0 and report["encode_seconds"] == 0
     assert report["encoded"] == 0 and report["chunks"] == 0
     assert report["upserted"] == {"chroma": 0, "milvus": 0}
     assert {s: store_ids(settings, s) for s in ("chroma", "milvus")} == before
