@@ -518,11 +518,10 @@ def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
         counts["encoded"] += res.encoded
         counts["cache_hits"] += res.cache_hits
         # what the model really read: tokens of each distinct text it encoded (for cost planning)
-        seen_hashes: set[str] = set()
-        for c in chunk_rows:
-            if c["text_hash"] in res.encoded_hashes and c["text_hash"] not in seen_hashes:
-                seen_hashes.add(c["text_hash"])
-                counts["tokens_encoded"] += int(c.get("tokens") or 0)
+        tokens_by_text = {
+            c["text_hash"]: int(c.get("tokens") or 0) for c in chunk_rows if c["text_hash"] in res.encoded_hashes
+        }
+        counts["tokens_encoded"] += sum(tokens_by_text.values())
         secs["encode_model"] += res.encode_seconds
     counts["chunks"] = len(chunk_rows)
 
@@ -850,9 +849,8 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, hel
             log.info("processing batch %d/%d", n, total)
             process_batch(settings, ref, runtime=rt)
         return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     units: deque[tuple[int, int, int]] = deque()  # (batch index, start, stop), unclaimed
     expected: list[int] = []
@@ -862,10 +860,7 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, hel
         expected.append(len(starts))
         units.extend((b, s, s + PREPARE_SLICE) for s in starts)
     parts: dict[int, dict[int, PreparedBatch]] = {b: {} for b in range(total)}
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds torch's threads
-    with ProcessPoolExecutor(
-        max_workers=helpers, mp_context=ctx, initializer=_init_prepare_worker, initargs=(settings, _log_level_name())
-    ) as pool:
+    with _helper_pool(helpers, _init_prepare_worker, settings) as pool:
         in_flight: dict = {}
 
         def collect_and_feed() -> None:
@@ -942,13 +937,7 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
     offload = [s for s in plan.stores[1:] if s not in rt._stores] if helper_processes and plan.batches else []
     writers = None
     if offload:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        writers = ProcessPoolExecutor(
-            max_workers=len(offload), mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_store_writer, initargs=(settings, _log_level_name()),
-        )
+        writers = _helper_pool(len(offload), _init_store_writer, settings)
         writers.submit(int)  # start the process now (imports happen in its initializer)
     try:
         _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
@@ -981,9 +970,20 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
     return report
 
 
-def _log_level_name() -> str:
-    """This process's effective log level, for its helper processes to log alike."""
-    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+def _helper_pool(workers: int, initializer, settings: Settings):
+    """A pool of ``spawn``-ed helper processes, each set up by ``initializer(settings, level)``.
+
+    ``spawn``, never fork: this process holds torch's threads. ``level`` is this process's
+    effective log level, so the helpers log alike.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer, initargs=(settings, level),
+    )
 
 
 def _init_store_writer(settings: Settings, level: str) -> None:
