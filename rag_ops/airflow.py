@@ -200,3 +200,107 @@ def plot_recall(context: dict[str, Any]) -> list[str]:
     from rag_ops import evaluate
 
     return [str(p) for p in evaluate.plot_recall_trends(recall_settings(context["params"]))]
+
+
+# ---------------------------------------------------------------------------- rag_reembed / rag_reindex
+def reindex_asset_extra(result: dict[str, Any]) -> dict[str, Any]:
+    """What the drift check puts on the re-index asset event (small, JSON-safe)."""
+    return {"reasons": list(result.get("reasons", []))[:10], "drift_run": result.get("run_id")}
+
+
+@translate_errors
+def check_drift(context: dict[str, Any]) -> dict[str, Any]:
+    """Config and embedding drift of the live index (``drift_reports`` and the log)."""
+    from rag_ops.drift import check_index
+
+    result = check_index(settings_from_params(context["params"]), run_id=context["run_id"])
+    for reason in result["reasons"]:
+        log.info("drift: %s", reason)
+    return {k: result[k] for k in ("drifted", "reasons", "config", "run_id")}
+
+
+def request_reindex(context: dict[str, Any], result: dict[str, Any], asset: Any) -> dict[str, Any]:
+    """Emit the re-index asset event when something drifted; otherwise skip (no event: a cheap no-op)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not result.get("drifted"):
+        raise AirflowSkipException("nothing drifted: no re-index requested")
+    extra = reindex_asset_extra(result)
+    context["outlet_events"][asset].extra = extra
+    log.info("drift found: re-index requested (%s)", "; ".join(extra["reasons"]))
+    return extra
+
+
+def reindex_settings(params: dict[str, Any]) -> Settings:
+    from rag_ops.logs import quiet_library_noise
+
+    quiet_library_noise()
+    return load_settings()
+
+
+def _triggering_reasons(context: dict[str, Any]) -> list[str]:
+    reasons = []
+    events = context.get("triggering_asset_events") or {}
+    for _asset, evs in getattr(events, "items", lambda: [])():
+        for ev in evs:
+            reasons.extend((getattr(ev, "extra", None) or {}).get("reasons", []))
+    return reasons
+
+
+@translate_errors
+def begin_reindex(context: dict[str, Any]) -> dict[str, Any]:
+    """Lock, decide (drift or ``force``), plan the cost, stop over budget, register the version."""
+    from rag_ops import reindex
+
+    p = context["params"]
+    reason = p.get("reason") or "; ".join(_triggering_reasons(context)[:3]) or ""
+    ctx = reindex.begin(
+        reindex_settings(p), stores=p.get("stores") or None, reason=reason, force=bool(p.get("force")),
+        max_tokens=p.get("max_tokens"), max_seconds=p.get("max_seconds"), run_id=context["run_id"],
+    )
+    if not ctx["skipped"]:
+        plan = ctx["plan"]
+        log.info(
+            "plan: %d chunks to encode (of %d), %d tokens, estimated %s s, cost %s", plan["chunks"], plan["total_chunks"],
+            plan["tokens"], plan["estimated_seconds"], plan["estimated_cost"],
+        )
+    return ctx
+
+
+def _step(name: str):
+    """A re-index step task body: skip when begin skipped; on failure mark the version failed."""
+
+    def run(context: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+        from rag_ops import reindex
+
+        if ctx.get("skipped"):
+            raise AirflowSkipException("nothing drifted: nothing to " + name.replace("_", " "))
+        settings = reindex_settings(context["params"])
+        try:
+            return getattr(reindex, name)(settings, ctx)
+        except RagopsError as exc:
+            if not exc.retryable:
+                reindex.abort(settings, ctx, f"{name}: {type(exc).__name__}: {exc}")
+                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+            raise AirflowException(f"{type(exc).__name__}: {exc}") from exc
+
+    run.__name__ = name
+    return run
+
+
+build_version = _step("build")
+catch_up = _step("catch_up")
+quality_gate_version = _step("check")
+recall_gate = _step("recall_gate")
+swap_version = _step("swap")
+retire_versions = _step("retire")
+
+
+def abort_reindex(context: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """After a failed step: the version is marked failed and the lock released (live keeps serving)."""
+    from rag_ops import reindex
+
+    if ctx and not ctx.get("skipped"):
+        reindex.abort(reindex_settings(context["params"]), ctx, f"run {context['run_id']} failed")

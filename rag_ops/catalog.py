@@ -123,6 +123,44 @@ drift_reports = sa.Table(
     sa.Column("created_at", sa.String(32)),
 )
 DRIFT_VALUES = ("auc", "mmd2", "p_value", "centroid_distance")
+index_versions = sa.Table(
+    "index_versions",
+    _meta,
+    sa.Column("index_name", sa.String(64), primary_key=True),
+    sa.Column("store", sa.String(16), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("collection", sa.String(128)),
+    sa.Column("status", sa.String(16)),
+    sa.Column("embedding_model", sa.Text),
+    sa.Column("model_id", sa.String(255)),
+    sa.Column("model_hash", sa.String(64)),
+    sa.Column("chunk_size", sa.Integer),
+    sa.Column("chunk_overlap", sa.Integer),
+    sa.Column("chunker_hash", sa.String(64)),
+    sa.Column("dimension", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("state_url", sa.Text),
+    sa.Column("reference_path", sa.Text),
+    sa.Column("documents", sa.Integer),
+    sa.Column("chunks", sa.Integer),
+    sa.Column("encoded", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("run_id", sa.String(128)),
+    sa.Column("created_at", sa.String(32)),
+    sa.Column("swapped_at", sa.String(32)),
+    sa.Column("retired_at", sa.String(32)),
+    sa.Column("dropped_at", sa.String(32)),
+)
+index_locks = sa.Table(
+    "index_locks",
+    _meta,
+    sa.Column("index_name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("acquired_at", sa.String(32)),
+    sa.Column("expires_at", sa.String(32)),
+)
 
 
 def utcnow() -> str:
@@ -277,6 +315,7 @@ class Catalog:
         touched: Sequence[dict],
         deleted: Sequence[str],
         run_id: str,
+        expect_live: tuple[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Record one run's outcome in a single transaction.
 
@@ -287,10 +326,16 @@ class Catalog:
             touched: documents found unchanged by content whose metadata (mtime, etag) moved.
             deleted: ids of documents removed from every store.
             run_id: the run that did this.
+            expect_live: ``(index name, {store: physical collection})`` the run wrote to. Checked
+                inside the transaction: when a re-index swapped another version live meanwhile,
+                nothing is recorded and :class:`~rag_ops.errors.IndexSwapped` is raised (the
+                next run applies these documents to the new live version).
         """
         now = utcnow()
         try:
             with self.engine.begin() as conn:
+                if expect_live is not None:
+                    self._check_live(conn, *expect_live)
                 if indexed:
                     ids = [d["doc_id"] for d in indexed]
                     for i in range(0, len(ids), 500):
@@ -572,6 +617,177 @@ class Catalog:
         with self._read() as conn:
             stmt = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
             return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ------------------------------------------------------------------ index versions
+    def _check_live(self, conn, index_name: str, collections: Mapping[str, str]) -> None:
+        from rag_ops.errors import IndexSwapped
+
+        t = index_versions
+        stmt = sa.select(t.c.store, t.c.collection).where(t.c.index_name == index_name, t.c.status == "live")
+        if self.dialect == "postgresql":
+            stmt = stmt.with_for_update()  # a swap updates these rows: wait for it, then see its result
+        live = {r.store: r.collection for r in conn.execute(stmt)}
+        moved = {s: c for s, c in collections.items() if live.get(s) != c}
+        if moved:
+            raise IndexSwapped(
+                "the live index version changed while this run was writing: "
+                + ", ".join(f"{s} wrote {c!r}, live is now {live.get(s)!r}" for s, c in sorted(moved.items()))
+                + "; nothing was recorded, the next run applies these documents to the live version"
+            )
+
+    def versions(self, index_name: str | None = None, store: str | None = None) -> list[dict]:
+        """Index versions, oldest first (by index, store, version)."""
+        t = index_versions
+        stmt = sa.select(t)
+        if index_name is not None:
+            stmt = stmt.where(t.c.index_name == index_name)
+        if store is not None:
+            stmt = stmt.where(t.c.store == store)
+        stmt = stmt.order_by(t.c.index_name, t.c.store, t.c.version)
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def live_versions(self, index_name: str) -> dict[str, dict]:
+        """store -> the live version row of ``index_name``."""
+        return {r["store"]: r for r in self.versions(index_name) if r["status"] == "live"}
+
+    def add_version(self, row: Mapping[str, Any]) -> None:
+        """Insert a version row (``created_at`` filled in when missing)."""
+        values = {"created_at": utcnow(), **row}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(index_versions.insert().values(**values))
+        except sa.exc.IntegrityError as exc:
+            raise CatalogError(
+                f"index version {row.get('index_name')}/{row.get('store')} v{row.get('version')} exists already: {_short(exc)}"
+            ) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog write of an index version failed: {_short(exc)}") from exc
+
+    def update_version(self, index_name: str, store: str, version: int, **values: Any) -> None:
+        t = index_versions
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.update().where(t.c.index_name == index_name, t.c.store == store, t.c.version == version).values(**values)
+            )
+
+    def set_live(
+        self,
+        index_name: str,
+        new: Mapping[str, int],
+        *,
+        state: tuple[list[dict], list[dict]] | None = None,
+        retired_state_url: str | None = None,
+    ) -> None:
+        """Make ``new`` (store -> version) live in one transaction; the versions live before retire.
+
+        Args:
+            state: ``(documents rows, chunks rows)`` that replace the catalog's document and chunk
+                tables (the new version's state), or None to keep them.
+            retired_state_url: recorded on the retired rows: where their state was saved.
+        """
+        t = index_versions
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                for store, version in new.items():
+                    conn.execute(
+                        t.update()
+                        .where(t.c.index_name == index_name, t.c.store == store, t.c.status == "live", t.c.version != version)
+                        .values(status="retired", retired_at=now, state_url=retired_state_url)
+                    )
+                    conn.execute(
+                        t.update()
+                        .where(t.c.index_name == index_name, t.c.store == store, t.c.version == version)
+                        .values(status="live", swapped_at=now, retired_at=None, state_url=None, error=None)
+                    )
+                if state is not None:
+                    docs, chunk_rows = state
+                    conn.execute(chunks.delete())
+                    conn.execute(documents.delete())
+                    for i in range(0, len(docs), 1000):
+                        conn.execute(documents.insert(), docs[i : i + 1000])
+                    for i in range(0, len(chunk_rows), 1000):
+                        conn.execute(chunks.insert(), chunk_rows[i : i + 1000])
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog swap of {index_name!r} to {dict(new)} failed: {_short(exc)}") from exc
+
+    def export_state(self) -> tuple[list[dict], list[dict]]:
+        """Every documents and chunks row (what an index version holds), as dicts."""
+        with self._read() as conn:
+            docs = [dict(r) for r in conn.execute(sa.select(documents)).mappings()]
+            chunk_rows = [dict(r) for r in conn.execute(sa.select(chunks)).mappings()]
+        return docs, chunk_rows
+
+    def import_state(self, docs: list[dict], chunk_rows: list[dict]) -> None:
+        """Replace the documents and chunks tables with these rows (one transaction)."""
+        with self.engine.begin() as conn:
+            conn.execute(chunks.delete())
+            conn.execute(documents.delete())
+            for i in range(0, len(docs), 1000):
+                conn.execute(documents.insert(), docs[i : i + 1000])
+            for i in range(0, len(chunk_rows), 1000):
+                conn.execute(chunks.insert(), chunk_rows[i : i + 1000])
+
+    def indexed_text_hashes(self, changed_after: str | None = None) -> list[str]:
+        """Text hashes of the chunks of indexed documents (updated after ``changed_after`` if set)."""
+        stmt = sa.select(chunks.c.text_hash).join(documents, documents.c.doc_id == chunks.c.doc_id).where(
+            documents.c.status == "indexed"
+        )
+        if changed_after:
+            stmt = stmt.where(documents.c.updated_at > changed_after)
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    def acquire_lock(self, index_name: str, holder: str, ttl_seconds: float) -> None:
+        """Take the re-index lock of ``index_name`` for ``holder`` (re-entrant for the same holder).
+
+        Raises:
+            IndexLocked: another holder has it and it has not expired.
+        """
+        import os
+        import socket
+
+        from rag_ops.errors import IndexLocked
+
+        now = dt.datetime.now(dt.timezone.utc)
+        row = {
+            "index_name": index_name, "holder": holder, "host": socket.gethostname()[:255], "pid": os.getpid(),
+            "acquired_at": now.isoformat(timespec="seconds"),
+            "expires_at": (now + dt.timedelta(seconds=ttl_seconds)).isoformat(timespec="seconds"),
+        }
+        t = index_locks
+        with self.engine.begin() as conn:
+            current = conn.execute(sa.select(t).where(t.c.index_name == index_name)).mappings().first()
+            if current is None:
+                try:
+                    conn.execute(t.insert().values(**row))
+                    return
+                except sa.exc.IntegrityError:
+                    current = None  # raced: fall through to the message below
+            if current is not None and (current["holder"] == holder or current["expires_at"] < row["acquired_at"]):
+                if current["holder"] != holder:
+                    log.warning(
+                        "re-index lock of %r held by %s expired at %s: taking it over", index_name, current["holder"], current["expires_at"]
+                    )
+                conn.execute(t.update().where(t.c.index_name == index_name).values(**row))
+                return
+        current = self.lock_holder(index_name) or {}
+        raise IndexLocked(
+            f"a re-index of {index_name!r} is already running: {current.get('holder')} (host {current.get('host')}, "
+            f"pid {current.get('pid')}, since {current.get('acquired_at')}, lock expires {current.get('expires_at')})"
+        )
+
+    def release_lock(self, index_name: str, holder: str) -> bool:
+        t = index_locks
+        with self.engine.begin() as conn:
+            return bool(conn.execute(t.delete().where(t.c.index_name == index_name, t.c.holder == holder)).rowcount)
+
+    def lock_holder(self, index_name: str) -> dict | None:
+        t = index_locks
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.index_name == index_name)).mappings().first()
+        return dict(row) if row else None
 
     # ------------------------------------------------------------------ helpers
     def _read(self):

@@ -33,7 +33,7 @@ def _stores_arg(value: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ragops", description="RAG index operations: ingest, query, status.")
+    p = argparse.ArgumentParser(prog="ragops", description="RAG index operations: ingest, query, status, evaluate, re-index.")
     sub = p.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser("ingest", help="ingest new and changed documents into the vector stores")
@@ -85,6 +85,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--collection", help="collection of a BEIR set (default beir_<set name>)")
     ev.add_argument("--store", default=None, help="chroma or milvus (default: every configured store)")
     ev.add_argument("--json", action="store_true", help="print the scores as JSON on the last line")
+
+    ri = sub.add_parser(
+        "reindex",
+        help="build a new index version beside the live one, gate it, swap readers (when something drifted)",
+        description=(
+            "Build a new version of the index (settings' model and chunker) from every source it was fed "
+            "from, catch up what changed meanwhile, gate it (store contents, recall against the live version "
+            "on the synthetic set) and swap readers to it. Without --force nothing is built unless the model "
+            "or chunker settings differ from the live version's or embedding drift was reported since it went "
+            "live. With --json the last line holds version, status, encoded, swapped."
+        ),
+    )
+    ri.add_argument("--store", type=_stores_arg, help="re-index only these stores (same model and chunker only)")
+    ri.add_argument("--reason", default="", help="recorded with the version")
+    ri.add_argument("--force", action="store_true", help="build a new version even when nothing drifted")
+    ri.add_argument("--max-tokens", type=int, default=None, help="budget: stop before encoding if the plan needs more tokens")
+    ri.add_argument("--max-seconds", type=float, default=None, help="budget: stop if the estimated encode time is longer")
+    ri.add_argument("--no-recall-gate", action="store_true", help="swap without comparing recall with the live version")
+    ri.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+
+    vs = sub.add_parser("versions", help="index versions per store (live, retired, failed, ...)")
+    vs.add_argument("--json", action="store_true", help='print {"versions": [...]} as JSON on the last line')
+
+    rb = sub.add_parser("rollback", help="make an earlier retained index version live again")
+    rb.add_argument("--to", type=int, default=None, help="version number (default: the newest retired one below the live)")
+    rb.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+
+    dr = sub.add_parser("drift", help="config and embedding drift of the live index versions")
+    dr.add_argument("--json", action="store_true", help="print drifted and reasons as JSON on the last line")
+
+    pr = sub.add_parser("plan-reindex", help="what a re-index would encode (chunks, tokens, seconds, cost), encoding nothing")
+    pr.add_argument("--store", type=_stores_arg, help="stores to plan for (default: every configured store)")
+    pr.add_argument("--json", action="store_true", help="print the plan as JSON on the last line")
     return p
 
 
@@ -117,9 +150,11 @@ def cmd_query(args: argparse.Namespace) -> list[dict[str, Any]]:
     from rag_ops.embed import make_embedder
     from rag_ops.stores import open_store
 
+    from rag_ops.versions import serving_settings
+
     settings = load_settings()
     store_name = args.store or settings.stores[0]
-    embedder = make_embedder(settings)
+    embedder = make_embedder(serving_settings(settings, store_name))  # the live version's model
     vector = embedder.encode([args.text])[0]
     with open_store(store_name, settings) as store:
         hits = store.query(vector, k=args.k)
@@ -246,6 +281,82 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return first if len(results) == 1 else {**first, "stores": results}
 
 
+def cmd_reindex(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.reindex import reindex
+
+    result = reindex(
+        load_settings(), stores=args.store, reason=args.reason, force=args.force, max_tokens=args.max_tokens,
+        max_seconds=args.max_seconds, helper_processes=True, recall=not args.no_recall_gate,
+    )
+    if not args.json:
+        if result["status"] == "skipped":
+            print("nothing to re-index: " + "; ".join(result["reasons"]) + " (use --force to build anyway)")
+        else:
+            print(
+                f"version {result['version']} ({result['collection']}) is live in {', '.join(result['stores'])}: "
+                f"{result['documents']} documents, {result['chunks']} chunks, {result['encoded']} encoded, "
+                f"{result['seconds']}s; previous {result['previous']}; reasons: {'; '.join(result['reasons'])}"
+            )
+    return result
+
+
+def cmd_versions(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.versions import describe, open_catalog
+
+    settings = load_settings()
+    cat = open_catalog(settings)
+    try:
+        rows = describe(cat.versions(settings.collection))
+        lock = cat.lock_holder(settings.collection)
+    finally:
+        cat.close()
+    if not args.json:
+        if not rows:
+            print(f"index {settings.collection!r} has no version yet (the first ingest makes version 1)")
+        for r in rows:
+            print(
+                f"{r['store']:<7} v{r['version']:<3} {r['status']:<8} {r['collection']:<24} model {r['model_id']} "
+                f"chunks {r['chunk_size']}/{r['chunk_overlap']}  {r['chunks'] if r['chunks'] is not None else '-'} chunks"
+                f"{'  dropped' if r['dropped_at'] else ''}{'  error: ' + r['error'] if r['error'] else ''}"
+            )
+        if lock:
+            print(f"re-index running: {lock['holder']} since {lock['acquired_at']}")
+    return {"index": settings.collection, "versions": rows, "lock": lock}
+
+
+def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.reindex import rollback
+
+    result = rollback(load_settings(), to=args.to)
+    if not args.json:
+        print(f"version {result['version']} is live again in {', '.join(result['stores'])} (was {result['previous']})")
+    return result
+
+
+def cmd_drift(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.drift import check_index
+
+    result = check_index(load_settings())
+    if not args.json:
+        print(("DRIFT: " if result["drifted"] else "no drift: ") + "\n  ".join(result["reasons"]))
+    return result
+
+
+def cmd_plan_reindex(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.reindex import plan_reindex
+
+    result = plan_reindex(load_settings(), stores=args.store)
+    if not args.json:
+        secs = f"~{result['estimated_seconds']:.0f} s" if result["estimated_seconds"] is not None else "unknown time"
+        cost = f", ~{result['estimated_cost']} at the set price" if result["estimated_cost"] is not None else ""
+        print(
+            f"re-index with model {result['model_id']}: {result['chunks']:,} of {result['total_chunks']:,} chunks to encode "
+            f"({'exact' if result['exact'] else 'estimated: the chunker changes'}), {result['tokens']:,} tokens, {secs}{cost} "
+            f"(throughput {result['tokens_per_second'] or '?'} tokens/s from {result['throughput_from']})"
+        )
+    return result
+
+
 def format_scores(results: dict[str, dict[str, Any]]) -> str:
     first = next(iter(results.values()))
     names = [k for k in first if "@" in k]
@@ -277,7 +388,8 @@ def format_report(r: dict[str, Any]) -> str:
 
 COMMANDS = {
     "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine, "verify": cmd_verify,
-    "eval": cmd_eval,
+    "eval": cmd_eval, "reindex": cmd_reindex, "versions": cmd_versions, "rollback": cmd_rollback, "drift": cmd_drift,
+    "plan-reindex": cmd_plan_reindex,
 }
 
 

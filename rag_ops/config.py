@@ -136,6 +136,13 @@ class Settings:
     drift_min_sample: int = 50  # fewer vectors in the batch (or reference): "insufficient sample", not drift
     drift_reference_size: int = 1000  # vectors sampled from the live collection as the reference
     drift_rule: str = "majority"  # any | majority | all | classifier | mmd | centroid
+    # index versions and re-index (rag_ops/versions.py, rag_ops/reindex.py, dags/rag_reindex.py)
+    index_keep_versions: int = 3  # versions kept per store (live included); older collections are dropped
+    reindex_recall_tolerance: float = 0.02  # recall gate: new version may be this much below the live one
+    reindex_budget_tokens: int = 0  # stop a re-index whose estimate encodes more tokens (0: no budget)
+    reindex_budget_seconds: float = 0.0  # stop a re-index whose estimated encode time is longer (0: none)
+    reindex_price_per_1k_tokens: float = 0.0  # shown as the estimated cost when > 0
+    reindex_lock_ttl_seconds: int = 12 * 3600  # a re-index lock older than this is taken as stale
     # logging
     log_level: str = "INFO"
 
@@ -174,6 +181,17 @@ class Settings:
             raise ConfigError(
                 f"batch_size and embed_batch_size must be >= 1. "
                 f"Got {self.batch_size} and {self.embed_batch_size}."
+            )
+        if self.index_keep_versions < 2:
+            raise ConfigError(
+                f"index_keep_versions must be >= 2 (the live version and one to roll back to). Got {self.index_keep_versions}."
+            )
+        if min(self.reindex_budget_tokens, self.reindex_budget_seconds, self.reindex_price_per_1k_tokens, self.reindex_recall_tolerance) < 0 or self.reindex_lock_ttl_seconds < 60:
+            raise ConfigError(
+                "reindex_budget_tokens, reindex_budget_seconds, reindex_price_per_1k_tokens and reindex_recall_tolerance "
+                f"must be >= 0 and reindex_lock_ttl_seconds >= 60. Got {self.reindex_budget_tokens}, "
+                f"{self.reindex_budget_seconds}, {self.reindex_price_per_1k_tokens}, {self.reindex_recall_tolerance}, "
+                f"{self.reindex_lock_ttl_seconds}."
             )
         if self.recall_window < 1 or self.recall_synthetic_queries < 1 or self.recall_tolerance < 0:
             raise ConfigError(

@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -313,3 +314,93 @@ def _mmd2_unbiased(kernel: np.ndarray, is_ref: np.ndarray, n: int, m: int) -> np
     kb = kernel.sum(axis=0)[None, :] - ka  # = b @ kernel, without a second product
     k_yy = np.einsum("st,st->s", kb, b) - b @ diag
     return k_xx / (n * (n - 1)) + k_yy / (m * (m - 1)) - 2.0 * k_xy / (n * m)
+
+
+# ------------------------------------------------------------------------------ index checks
+def ensure_reference(settings: Settings, catalog, row: dict, *, force: bool = False) -> tuple[np.ndarray, str]:
+    """The reference sample of a live version, made (and recorded) when it has none.
+
+    The sample is ``drift_reference_size`` vectors of the chunks the catalog lists as indexed,
+    read from the embedding cache under the version's model (nothing is encoded). It is saved
+    as ``<data_dir>/versions/<index>/v<N>_reference.npz`` with the time it was taken: chunks of
+    documents indexed after that time are the "new batch" of later checks.
+
+    Returns:
+        ``(vectors, taken_at)``.
+    """
+    from rag_ops.catalog import utcnow
+    from rag_ops.embed import EmbeddingCache
+
+    path = row.get("reference_path")
+    if path and not force and Path(path).is_file():
+        with np.load(path) as data:
+            return data["vectors"], str(data["taken_at"])
+    hashes = sorted(set(catalog.indexed_text_hashes()))
+    cache = EmbeddingCache(settings.cache_path)
+    try:
+        found = cache.get_many(row["model_id"], hashes)
+    finally:
+        cache.close()
+    vectors = np.stack([found[h] for h in hashes if h in found]) if found else np.zeros((0, row.get("dimension") or 1), np.float32)
+    sample = sample_reference(vectors, settings.drift_reference_size) if len(vectors) else vectors
+    taken_at = utcnow()
+    out = settings.data_dir / "versions" / row["index_name"] / f"v{row['version']}_reference.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, vectors=sample.astype(np.float32), taken_at=np.array(taken_at))
+    catalog.update_version(row["index_name"], row["store"], row["version"], reference_path=str(out))
+    log.info("drift reference of %s v%d: %d vectors sampled from %d chunks (%s)", row["index_name"], row["version"], len(sample), len(vectors), out)
+    return sample, taken_at
+
+
+def check_index(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
+    """Nightly drift check of the index ``settings.collection`` (``ragops drift``, ``rag_reembed``).
+
+    * **Config drift**: the settings' model id, model files or chunker settings differ from a live
+      version's (:func:`rag_ops.versions.config_differences`).
+    * **Embedding drift**: the vectors of chunks indexed since the live version's reference
+      sample was taken, against that sample (:func:`detect_drift`), from the embedding cache.
+      The report is written to ``drift_reports``.
+
+    Returns:
+        ``drifted`` (bool), ``reasons`` (strings), ``config`` (config-drift reasons), and
+        ``embedding`` (the drift report as a dict, None before the first ingest).
+    """
+    from rag_ops.embed import EmbeddingCache
+    from rag_ops.pipeline import new_run_id
+    from rag_ops.versions import config_differences, open_catalog
+
+    run_id = run_id or new_run_id().replace("cli__", "drift__")
+    cat = open_catalog(settings)
+    try:
+        live = cat.live_versions(settings.collection)
+        config = [r for s in settings.stores if s in live for r in config_differences(live[s], settings)]
+        config = list(dict.fromkeys(config))
+        embedding = None
+        row = live.get(settings.stores[0]) or next(iter(live.values()), None)
+        if row is not None:
+            ref, taken_at = ensure_reference(settings, cat, row)
+            hashes = sorted(set(cat.indexed_text_hashes(changed_after=taken_at)))
+            cache = EmbeddingCache(settings.cache_path)
+            try:
+                found = cache.get_many(row["model_id"], hashes)
+            finally:
+                cache.close()
+            new = np.stack([found[h] for h in hashes if h in found]) if found else np.zeros((0, ref.shape[1] if ref.ndim == 2 else 1), np.float32)
+            if len(ref) == 0 or len(new) == 0:
+                report = DriftReport(
+                    drifted=False, sufficient=False, rule=settings.drift_rule, reference_size=len(ref), batch_size=len(new),
+                    reasons=[f"insufficient sample: {len(new)} new chunk vector(s) since the reference of {taken_at}, "
+                             f"{len(ref)} reference vector(s); not tested"],
+                )
+            else:
+                report = detect_drift(ref, new, settings=settings)
+            embedding = report.as_dict()
+            cat.write_drift_report(run_id, settings.collection, f"{row['store']}:v{row['version']}", row["model_id"], embedding)
+    finally:
+        cat.close()
+    drifted = bool(config) or bool(embedding and embedding["drifted"])
+    reasons = config + ([("embedding drift: " if embedding["drifted"] else "no embedding drift: ") + "; ".join(embedding["reasons"])] if embedding else [])
+    if not reasons:
+        reasons = ["no live version yet: nothing to compare"]
+    log.info("drift check of %r: %s", settings.collection, " | ".join(reasons))
+    return {"drifted": drifted, "reasons": reasons, "config": config, "embedding": embedding, "run_id": run_id}

@@ -15,7 +15,11 @@
     ├── QualityGateError             a batch-level quality expectation failed (rag_ops.quality)
     ├── RecallRegression             retrieval recall fell below its baseline or floor (rag_ops.evaluate)
     ├── StoreError                   a vector store refused or could not be reached (retryable)
-    └── CatalogError                 the SQL catalog failed
+    ├── CatalogError                 the SQL catalog failed
+    ├── IndexSwapped                 a re-index swapped versions while a run wrote the old one
+    ├── IndexLocked                  another re-index of the index is running (fail fast)
+    ├── BudgetExceeded               a re-index's estimate is over its budget (nothing encoded)
+    └── GateFailed                   a new index version failed its quality or recall gate
 
 Messages say what was received and never contain secrets or document text.
 The Airflow adapter (``rag_ops.airflow``) is the only place that translates these into
@@ -96,3 +100,23 @@ class CatalogError(RagopsError):
     """The SQL catalog failed."""
 
     retryable = True
+
+
+class IndexSwapped(RagopsError):
+    """A re-index swapped another index version live while a run was writing the old one.
+
+    Not retryable for the same run: its writes went to the retired version; the next run
+    applies the same documents to the new live version (mostly from the embedding cache).
+    """
+
+
+class IndexLocked(RagopsError):
+    """Another re-index of the same index holds the lock (fail fast: the message names it)."""
+
+
+class BudgetExceeded(RagopsError):
+    """A re-index's estimate is over the token or time budget; nothing was encoded."""
+
+
+class GateFailed(RagopsError):
+    """A new index version failed its quality or recall gate; the live version keeps serving."""

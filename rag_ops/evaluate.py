@@ -660,9 +660,10 @@ def _write_beir_dir(root: Path, meta: dict, queries: dict[str, str], qrels: dict
 
 # ---------------------------------------------------------------------------- scoring stores
 def evaluate_store(
-    settings: Settings, store_name: str, golden: GoldenSet, ks: Sequence[int] = KS, *, query_vectors=None
+    settings: Settings, store_name: str, golden: GoldenSet, ks: Sequence[int] = KS, *, query_vectors=None,
+    collection: str | None = None,
 ) -> dict[str, Any]:
-    """Score one store's collection (``settings.collection``) on a golden set.
+    """Score one store's collection (the live version of ``settings.collection``) on a golden set.
 
     Args:
         settings: settings whose collection holds the set's documents (for a BEIR set:
@@ -671,7 +672,8 @@ def evaluate_store(
         golden: the set.
         ks: cut-offs of recall and hit rate.
         query_vectors: the queries' vectors in ``sorted(golden.queries)`` order (encoded here
-            in one batch when None).
+            in one batch when None, with ``settings``' model: pass the version's settings).
+        collection: a physical collection (an index version) instead of the live one.
 
     Returns:
         The metrics of :func:`score_rankings` plus ``store``, ``golden_set``, ``collection``,
@@ -689,7 +691,7 @@ def evaluate_store(
         query_vectors = _encode_queries(settings, golden, qids)
     key = key_function(golden)
     depth = max(max(ks), CUTOFF)
-    with open_store(store_name, settings) as store:
+    with open_store(store_name, settings, collection=collection) as store:
         size = store.count()
         if size == 0:
             raise RagopsError(
@@ -700,6 +702,7 @@ def evaluate_store(
     metrics = score_rankings(rankings, golden.qrels, ks)
     result: dict[str, Any] = {
         **metrics, "store": store_name, "golden_set": golden.name, "collection": settings.collection,
+        "physical_collection": store.collection,
         "model_id": settings.model_id, "seconds": round(time.perf_counter() - t0, 3),
     }
     log.info(
@@ -743,7 +746,9 @@ def score_stores(
     """
     from rag_ops.pipeline import new_run_id
 
-    target = target or settings
+    from rag_ops.versions import serving_settings
+
+    target = serving_settings(target or settings)  # queries in the live version's model
     run_id = run_id or new_run_id()
     qids = sorted(golden.queries)
     vectors = _encode_queries(target, golden, qids)  # one batch for every store

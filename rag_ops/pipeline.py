@@ -54,9 +54,10 @@ MAX_BATCHES = 1000  # below Airflow's default max_map_length of 1024
 class Runtime:
     """Heavy resources (catalog, tokenizer, model, cache, store clients) opened once per process."""
 
-    def __init__(self, settings: Settings, concurrent_encoders: int = 1):
+    def __init__(self, settings: Settings, concurrent_encoders: int = 1, target: dict | None = None):
         self.settings = settings
         self.concurrent_encoders = concurrent_encoders  # processes encoding at once (threads share the cores)
+        self.target = target  # WriteTarget.as_dict(): the physical collections written (None: resolve live)
         self._catalog = None
         self._chunker = None
         self._embedder = None
@@ -100,7 +101,10 @@ class Runtime:
         if name not in self._stores:
             from rag_ops.stores import open_store
 
-            self._stores[name] = open_store(name, self.settings)
+            t = self.target or {}
+            collection = (t.get("collections") or {}).get(name)
+            alias = t["index_name"] if collection and t.get("live") else None
+            self._stores[name] = open_store(name, self.settings, collection=collection, alias=alias)
         return self._stores[name]
 
     def close(self) -> None:
@@ -137,6 +141,7 @@ class Plan:
     deleted: list[str]  # doc ids to prune
     counts: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
+    target: dict | None = None  # rag_ops.versions.WriteTarget.as_dict(): collections and build settings
 
     @property
     def ref(self) -> str:
@@ -156,6 +161,12 @@ class Plan:
         if path.is_dir():
             path = path / "plan.json"
         return cls(**json.loads(path.read_text()))
+
+    def settings_for(self, settings: Settings) -> Settings:
+        """``settings`` with the model and chunker of the version(s) this run writes."""
+        from rag_ops.versions import apply_overrides
+
+        return apply_overrides(settings, (self.target or {}).get("overrides"))
 
 
 def _safe_run_dir_name(run_id: str) -> str:
@@ -193,6 +204,7 @@ def discover(
     run_id: str | None = None,
     retry_quarantined: bool = False,
     runtime: Runtime | None = None,
+    target: Any = None,
 ) -> Plan:
     """List the source, decide what needs work, and stage the batches.
 
@@ -206,6 +218,8 @@ def discover(
         run_id: the run's id (Airflow's run id); a new one when None.
         retry_quarantined: process quarantined documents again even if their bytes did not change.
         runtime: shared resources; one is made (and closed) when None.
+        target: the :class:`~rag_ops.versions.WriteTarget` written; default the live versions
+            of ``stores`` (version 1 is registered on the first run).
 
     Returns:
         The saved :class:`Plan`.
@@ -223,6 +237,10 @@ def discover(
         lo, hi = (None, None) if full_sync else (_epoch(since), _epoch(until))
         src = open_source(source, settings)
         catalog = rt.catalog
+        if target is None:
+            from rag_ops.versions import live_target
+
+            target = live_target(settings, stores, catalog)
         known = catalog.documents_by_id()
         listed: list[SourceDocument] = list(src.list_documents())
         counts: Counter[str] = Counter()
@@ -272,12 +290,14 @@ def discover(
         batches = []
         for n, i in enumerate(range(0, len(entries), size)):
             path = run_dir / f"batch-{n:05d}.json"
-            _write_json(path, {"source": source, "stores": stores, "docs": entries[i : i + size]})
+            _write_json(
+                path, {"source": source, "stores": stores, "overrides": target.overrides, "docs": entries[i : i + size]}
+            )
             batches.append(str(path))
         plan = Plan(
             run_id=run_id, run_dir=str(run_dir), source=source, full_sync=full_sync, stores=stores,
             since=lo, until=hi, batches=batches, deleted=deleted, counts=dict(counts),
-            seconds={"discover": round(time.perf_counter() - t0, 4)},
+            seconds={"discover": round(time.perf_counter() - t0, 4)}, target=target.as_dict(),
         )
         plan.save()
         catalog.start_run(run_id, source, full_sync)
@@ -330,6 +350,10 @@ def process_batch(
         EmbeddingError: the model failed.
     """
     own = runtime is None
+    if own:  # embed with the model and chunker of the version written (recorded in the batch)
+        from rag_ops.versions import apply_overrides
+
+        settings = apply_overrides(settings, json.loads(Path(batch_ref).read_text()).get("overrides"))
     rt = runtime or Runtime(settings, concurrent_encoders)
     try:
         return embed_batch(prepare_batch(settings, batch_ref, rt), rt)
@@ -605,7 +629,7 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
                 vector_parts.append(vectors[lo:hi])
         vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), dtype=np.float32)
         gate = quality.check_quality(
-            documents, chunk_rows, vectors, quality_thresholds(settings),
+            documents, chunk_rows, vectors, quality_thresholds(plan.settings_for(settings)),
             run_id=plan.run_id, docs_dir=settings.data_dir / "quality" / "data_docs",
         )
         outcomes = [dict(o.__dict__) for o in gate.outcomes]
@@ -659,11 +683,11 @@ def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Ru
     from rag_ops.stores import StoredChunk
 
     own = runtime is None
-    rt = runtime or Runtime(settings)
+    plan = Plan.load(plan_ref)
+    rt = runtime or Runtime(plan.settings_for(settings), target=plan.target)
     t0 = time.perf_counter()
     upserted = removed = 0
     try:
-        plan = Plan.load(plan_ref)
         quarantined = _quarantined_by_gate(plan)
         store = rt.store(store_name)
         for batch_ref in plan.batches:
@@ -763,7 +787,11 @@ def commit_run(
         if missing:
             raise RagopsError(f"no upsert result for store(s) {missing}: refusing to commit the catalog")
 
-        rt.catalog.write_results(indexed=indexed, failed=failed, touched=touched, deleted=plan.deleted, run_id=plan.run_id)
+        target = plan.target or {}
+        rt.catalog.write_results(
+            indexed=indexed, failed=failed, touched=touched, deleted=plan.deleted, run_id=plan.run_id,
+            expect_live=(target["index_name"], target["collections"]) if target.get("live") else None,
+        )
         seconds["commit"] += time.perf_counter() - t0
         report = {
             "run_id": plan.run_id,
@@ -781,6 +809,8 @@ def commit_run(
             "encoded": counts["encoded"],
             "cache_hits": counts["cache_hits"],
             "tokens_encoded": counts["tokens_encoded"],
+            "model_id": plan.settings_for(settings).model_id,
+            "versions": (plan.target or {}).get("versions", {}),
             "encode_seconds": round(seconds.pop("encode_model", 0.0), 3),
             "upserted": upserted,
             "removed": removed,
@@ -899,8 +929,12 @@ def ingest(
     retry_quarantined: bool = False,
     runtime: Runtime | None = None,
     helper_processes: bool = False,
+    target: Any = None,
 ) -> dict:
     """Run the whole pipeline in this process (what the CLI does). Returns the run report.
+
+    ``target`` (a :class:`~rag_ops.versions.WriteTarget`) is where it writes: default the live
+    versions, embedded with their own model and chunker; a re-index passes the version it builds.
 
     With ``helper_processes`` (the CLI and the benchmark set it) the run may start helper
     processes: ``settings.prepare_workers`` that parse batches ahead of the encoder, and one
@@ -911,11 +945,16 @@ def ingest(
     """
     t0 = time.perf_counter()
     own = runtime is None
-    rt = runtime or Runtime(settings)
+    from rag_ops.versions import apply_overrides, live_target
+
+    if target is None:
+        target = live_target(settings, stores, runtime.catalog if runtime is not None else None)
+    settings = apply_overrides(settings, target.overrides)  # embed with the written version's model
+    rt = runtime or Runtime(settings, target=target.as_dict())
     try:
         plan = discover(
             settings, source=source, full_sync=full_sync, since=since, until=until, stores=stores,
-            run_id=run_id, retry_quarantined=retry_quarantined, runtime=rt,
+            run_id=run_id, retry_quarantined=retry_quarantined, runtime=rt, target=target,
         )
         try:
             return _run_plan(settings, plan, rt, t0, helper_processes)

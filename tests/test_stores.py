@@ -421,13 +421,14 @@ def test_langchain_reads_the_collection(name, tmp_path, embedder, lc_embeddings)
     with open_store(name, settings) as store:
         store.upsert(chunks, embedder.encode(CHUNK_TEXTS))
         ragops_top = store.query(embedder.encode([QUESTION])[0], k=1)[0]
-    assert ragops_top.text == CHUNK_TEXTS[EXPECTED]
+        physical = store.collection  # the version's collection (lc_compat__v1)
+    assert ragops_top.text == CHUNK_TEXTS[EXPECTED] and physical == "lc_compat__v1"
 
     if name == "chroma":
         from langchain_chroma import Chroma
 
         vs = Chroma(
-            collection_name=settings.collection,
+            collection_name=physical,
             persist_directory=str(settings.chroma_path),
             embedding_function=lc_embeddings,
         )
@@ -436,7 +437,7 @@ def test_langchain_reads_the_collection(name, tmp_path, embedder, lc_embeddings)
 
         vs = Milvus(
             embedding_function=lc_embeddings,
-            collection_name=settings.collection,
+            collection_name=physical,
             connection_args={"uri": settings.milvus_target},
             primary_field="id",
             text_field="text",

@@ -14,9 +14,19 @@ if TYPE_CHECKING:
 __all__ = ["Hit", "StoredChunk", "VectorStore", "open_store"]
 
 
-def open_store(name: str, settings: "Settings", collection: str | None = None) -> VectorStore:
-    """The store called ``name`` ("chroma" or "milvus") for the settings' collection."""
-    collection = collection or settings.collection
+def open_store(name: str, settings: "Settings", collection: str | None = None, alias: str | None = None) -> VectorStore:
+    """The store called ``name`` ("chroma" or "milvus").
+
+    Args:
+        collection: the physical collection; default the live version of ``settings.collection``
+            (:func:`rag_ops.versions.live_collection`, resolved from the catalog now).
+        alias: Milvus only: point this alias at the collection when it is created and the alias
+            does not exist yet (the live version of a new index).
+    """
+    if collection is None:
+        from rag_ops.versions import live_collection
+
+        collection = live_collection(settings, name)
     if name == "chroma":
         from rag_ops.stores.chroma import ChromaStore
 
@@ -39,5 +49,6 @@ def open_store(name: str, settings: "Settings", collection: str | None = None) -
             index_type=settings.milvus_index_type,
             index_params=json.loads(settings.milvus_index_params),
             search_params=json.loads(settings.milvus_search_params),
+            alias=alias,
         )
     raise ConfigError(f"unknown store {name!r}; known: chroma, milvus")

@@ -42,8 +42,10 @@ class MilvusStore(VectorStore):
         index_type: str = "FLAT",
         index_params: dict | None = None,
         search_params: dict | None = None,
+        alias: str | None = None,
     ):
         self.collection = collection
+        self.alias = alias  # set for the live version: ensure_collection points the alias at it if unset
         self._uri = uri
         self._token = token
         self._index_type = index_type
@@ -127,6 +129,30 @@ class MilvusStore(VectorStore):
                     self.collection, schema=schema, index_params=index, consistency_level="Strong"
                 )
         self._loaded = True  # created with an index: Milvus loads it
+        if self.alias and self.alias_target(self.alias) is None:
+            self.point_alias(self.alias)
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points at, or None when there is no such alias."""
+        with self.guard("describe the alias"):
+            try:
+                return str(self.client.describe_alias(alias=alias)["collection_name"])
+            except Exception as exc:  # pymilvus raises a MilvusException for an unknown alias
+                if "alias" in str(exc).lower() or "not" in str(exc).lower():
+                    return None
+                raise
+
+    def point_alias(self, alias: str) -> None:
+        """Point ``alias`` at this collection (create it, or alter it atomically: the swap)."""
+        current = self.alias_target(alias)
+        if current == self.collection:
+            return
+        with self.guard("point the alias"):
+            if current is None:
+                self.client.create_alias(collection_name=self.collection, alias=alias)
+            else:
+                self.client.alter_alias(collection_name=self.collection, alias=alias)
+        log.info("milvus: alias %r now points at %r (was %r)", alias, self.collection, current)
 
     def _clear_interrupted_creation(self, exc: Exception) -> bool:
         """Move aside the folder a killed process left while creating this collection.
