@@ -1,8 +1,8 @@
 """Airflow plugin: a "ragops" page in the UI's navigation with the catalog's state.
 
 Serves ``/ragops/`` (an HTML page) and ``/ragops/status`` (JSON) from the Airflow API server:
-live documents and chunks, failed documents with their reasons, and the last runs with their
-counts. It reads the catalog only; it never opens a vector store, so it cannot block an
+live documents and chunks, the index versions (live, retired, failed), failed documents with
+their reasons, and the last runs with their counts. It reads the catalog only; it never opens a vector store, so it cannot block an
 embedded store that an ingest task is writing.
 """
 
@@ -29,6 +29,9 @@ def _status(limit: int = 20) -> dict:
         catalog.migrate()
         counts = catalog.counts()
         runs = catalog.last_runs(limit)
+        from rag_ops.versions import describe
+
+        versions = describe(catalog.versions(settings.collection))
         with catalog.engine.connect() as conn:
             failed = conn.execute(
                 sa.select(documents.c.uri, documents.c.error_stage, documents.c.error)
@@ -45,6 +48,7 @@ def _status(limit: int = 20) -> dict:
         "stores": list(settings.stores),
         "counts": counts,
         "failed_documents": [{"uri": u, "stage": s, "reason": e} for u, s, e in failed],
+        "versions": [{k: v[k] for k in ("store", "version", "status", "collection", "model_id", "chunks", "created_at", "swapped_at")} for v in versions],
         "runs": [{k: r.get(k) for k in keys} for r in runs],
     }
 
@@ -67,12 +71,17 @@ def page() -> str:
         f"<tr><td>{esc(f['uri'])}</td><td>{esc(f['stage'] or '')}</td><td>{esc(f['reason'] or '')}</td></tr>"
         for f in s["failed_documents"]
     )
+    versions = "".join(
+        "<tr>" + "".join(f"<td>{esc(str(v[k] if v[k] is not None else ''))}</td>" for k in v) + "</tr>" for v in s["versions"]
+    )
+    vhead = "".join(f"<th>{esc(k)}</th>" for k in (s["versions"][0] if s["versions"] else {}))
     c = s["counts"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>ragops</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}</style>
 </head><body><h1>ragops — collection {esc(s['collection'])}</h1>
 <p>{c['documents']} documents, {c['chunks']} chunks live; {c['failed']} failed; {c['deleted']} deleted.
 Stores: {esc(', '.join(s['stores']))}. JSON: <a href="status">status</a>.</p>
+<h2>Index versions</h2><table><tr>{vhead}</tr>{versions}</table>
 <h2>Last runs</h2><table><tr>{head}</tr>{runs}</table>
 <h2>Failed documents</h2><table><tr><th>uri</th><th>stage</th><th>reason</th></tr>{failed}</table>
 <script>/* no external resources */</script></body></html>"""

@@ -396,10 +396,16 @@ def check(settings: Settings, ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def recall_gate(settings: Settings, ctx: dict[str, Any], tolerance: float | None = None) -> dict[str, Any]:
-    """Score the new version against the live one on the synthetic golden set; refuse a worse one.
+    """Score the new version against the live one on the golden sets; refuse a worse one.
 
-    Both versions hold the same documents (the build caught up), so the set's document ids are
-    valid in both. Each version's queries are encoded with its own model.
+    * the **synthetic set** of the index: both versions hold the same documents (the build
+      caught up), so its document ids are valid in both;
+    * every **BEIR golden set** of ``recall_golden_dirs`` that has been ingested (the nightly
+      recall run does that): when the model or chunker changes, a candidate version of the
+      set's own collection is built with the new settings (and swapped in with the index, so the
+      nightly scores stay comparable); otherwise both sides are the same collection, not scored.
+
+    Each side's queries are encoded with its own model.
 
     Raises:
         GateFailed: a metric of the new version is lower than the live version's by more than
@@ -407,7 +413,6 @@ def recall_gate(settings: Settings, ctx: dict[str, Any], tolerance: float | None
             the tolerance, the store and the set.
     """
     from rag_ops import evaluate as ev
-    from rag_ops.versions import serving_settings
 
     tol = settings.reindex_recall_tolerance if tolerance is None else tolerance
     cat = open_catalog(settings)
@@ -417,43 +422,123 @@ def recall_gate(settings: Settings, ctx: dict[str, Any], tolerance: float | None
         cat.close()
     if not any(s in live for s in ctx["stores"]):
         return {"skipped": "no live version"}
+    results: dict[str, Any] = {}
+    failures: list[str] = []
     golden = ev.make_synthetic_golden(settings, n_queries=settings.recall_synthetic_queries)
     if len(golden) == 0:
-        log.warning("recall gate: the synthetic set has no query (too little indexed text); gate skipped")
-        return {"skipped": "no queries"}
-    qids = sorted(golden.queries)
-    new_settings = settings
-    results: dict[str, Any] = {}
-    failures = []
-    for store in ctx["stores"]:
-        if store not in live:
-            continue
-        old_settings = serving_settings(settings, store)
-        old = ev.evaluate_store(
-            old_settings, store, golden, query_vectors=ev._encode_queries(old_settings, golden, qids),
-            collection=live[store]["collection"],
-        )
-        new = ev.evaluate_store(
-            new_settings, store, golden, query_vectors=ev._encode_queries(new_settings, golden, qids),
-            collection=ctx["collection"],
-        )
-        results[store] = {m: {"live": round(old[m], 4), "new": round(new[m], 4)} for m in GATE_METRICS}
-        for m in GATE_METRICS:
-            if new[m] < old[m] - tol:
-                failures.append(
-                    f"{m} {new[m]:.4f} (new v{ctx['version']}) < {old[m]:.4f} (live v{live[store]['version']}) - "
-                    f"tolerance {tol} in {store} on golden set {golden.name!r} ({len(qids)} queries)"
-                )
+        log.warning("recall gate: the synthetic set has no query (too little indexed text); not scored")
+    else:
+        pairs = {
+            s: ((_serving(settings, s, live), live[s]["collection"], live[s]["version"]), (settings, ctx["collection"], ctx["version"]))
+            for s in ctx["stores"] if s in live
+        }
+        results[golden.name] = _compare(golden, pairs, tol, failures)
+    for raw in settings.recall_golden_dirs:
+        name, scores = _golden_set_gate(settings, ctx, raw, tol, failures)
+        results[name] = scores
     log.info("re-index %r v%d recall gate: %s", ctx["index"], ctx["version"], results)
     if failures:
         raise GateFailed("recall gate refused the new version: " + "; ".join(failures))
-    return {"golden_set": golden.name, "queries": len(qids), "metrics": results, "tolerance": tol}
+    return {"metrics": results, "tolerance": tol}
+
+
+def _serving(settings: Settings, store: str, live: dict[str, dict]) -> Settings:
+    return apply_overrides(settings, {f: live[store][f] for f in BUILD_FIELDS})
+
+
+def _compare(golden, pairs: dict[str, tuple], tol: float, failures: list[str]) -> dict[str, Any]:
+    """Score ``{store: ((old settings, collection, version), (new settings, collection, version))}``."""
+    from rag_ops import evaluate as ev
+
+    qids = sorted(golden.queries)
+    out: dict[str, Any] = {}
+    for store, ((old_s, old_c, old_v), (new_s, new_c, new_v)) in pairs.items():
+        old = ev.evaluate_store(old_s, store, golden, query_vectors=ev._encode_queries(old_s, golden, qids), collection=old_c)
+        new = ev.evaluate_store(new_s, store, golden, query_vectors=ev._encode_queries(new_s, golden, qids), collection=new_c)
+        out[store] = {m: {"live": round(old[m], 4), "new": round(new[m], 4)} for m in GATE_METRICS}
+        for m in GATE_METRICS:
+            if new[m] < old[m] - tol:
+                failures.append(
+                    f"{m} {new[m]:.4f} (new v{new_v}) < {old[m]:.4f} (live v{old_v}) - tolerance {tol} in {store} "
+                    f"on golden set {golden.name!r} ({len(qids)} queries)"
+                )
+    return out
+
+
+def _golden_run_id(ctx: dict[str, Any]) -> str:
+    return f"{ctx['run_id']}__golden"
+
+
+def _golden_set_gate(settings: Settings, ctx: dict[str, Any], raw: str, tol: float, failures: list[str]):
+    """Build a candidate version of a BEIR set's collection with the new settings and compare."""
+    from rag_ops import evaluate as ev
+
+    golden = ev.load_golden(raw)
+    bs = ev.beir_settings(settings, raw)
+    cat = open_catalog(bs)
+    try:
+        live = cat.live_versions(bs.collection)
+    finally:
+        cat.close()
+    stores = [s for s in ctx["stores"] if s in live]
+    if not stores:
+        log.warning("recall gate: golden set %s is not ingested yet (the nightly recall run does it); not scored", golden.name)
+        return golden.name, {"skipped": "not ingested yet"}
+    if not any(config_differences(live[s], bs) for s in stores):
+        return golden.name, {"skipped": "same model and chunker as the live version: same scores"}
+    cand = begin(bs, stores=stores, force=True, reason=f"candidate for {ctx['index']} v{ctx['version']}", run_id=_golden_run_id(ctx))
+    try:
+        build(bs, cand)
+        check(bs, cand)
+    except Exception as exc:
+        abort(bs, cand, f"{type(exc).__name__}: {exc}")
+        raise
+    pairs = {
+        s: ((_serving(bs, s, live), live[s]["collection"], live[s]["version"]), (bs, cand["collection"], cand["version"]))
+        for s in stores
+    }
+    n_before = len(failures)
+    scores = _compare(golden, pairs, tol, failures)
+    if len(failures) > n_before:
+        abort(bs, cand, "recall gate: " + "; ".join(failures[n_before:]))
+    else:
+        _release(bs, cand)  # gated; swapped with the index (swap) or marked failed (abort)
+    return golden.name, scores
+
+
+def _release(settings: Settings, ctx: dict[str, Any]) -> None:
+    cat = open_catalog(settings)
+    try:
+        cat.release_lock(ctx["index"], ctx["run_id"])
+    finally:
+        cat.close()
+
+
+def _golden_candidates(settings: Settings, ctx: dict[str, Any]) -> list[tuple[Settings, dict[str, Any]]]:
+    """The gated candidate versions of the BEIR sets' collections this re-index built."""
+    from rag_ops import evaluate as ev
+
+    out = []
+    for raw in settings.recall_golden_dirs:
+        bs = ev.beir_settings(settings, raw)
+        cat = open_catalog(bs)
+        try:
+            rows = [r for r in cat.versions(bs.collection) if r["run_id"] == _golden_run_id(ctx) and r["status"] == "gated"]
+        finally:
+            cat.close()
+        if rows:
+            out.append((bs, {
+                "skipped": False, "run_id": _golden_run_id(ctx), "index": bs.collection, "stores": sorted({r["store"] for r in rows}),
+                "version": rows[0]["version"], "collection": rows[0]["collection"], "state_url": rows[0]["state_url"],
+                "sources": _sources(bs),
+            }))
+    return out
 
 
 def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False) -> dict[str, Any]:
     """Catch up once more, then make the new version live (Milvus alias, catalog pointer and state)."""
     from rag_ops.catalog import Catalog
-    from rag_ops.stores import open_store
+    from rag_ops.stores import embedded_write_lock, open_store
 
     last = catch_up(settings, ctx, helper_processes)
     state = Catalog(ctx["state_url"])
@@ -481,7 +566,7 @@ def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False
         try:
             for store in ctx["stores"]:
                 if store == "milvus":
-                    with open_store(store, settings, collection=ctx["collection"]) as st:
+                    with embedded_write_lock(store, settings), open_store(store, settings, collection=ctx["collection"]) as st:
                         previous = st.alias_target(ctx["index"])
                         st.point_alias(ctx["index"])
                         moved.append(previous)
@@ -502,6 +587,9 @@ def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False
         cat.close()
     if full:  # its state is the catalog's now
         Path(ctx["state_url"].split("sqlite:///", 1)[1]).unlink(missing_ok=True)
+    for bs, cand in _golden_candidates(settings, ctx):  # golden sets' collections follow the model
+        swap(bs, cand)
+        retire(bs, cand)
     log.info(
         "re-index %r: version %d is live in %s (was %s); %d documents changed during the build were applied",
         ctx["index"], ctx["version"], ", ".join(ctx["stores"]), old_versions, last["new"] + last["changed"] + last["deleted"],
@@ -513,7 +601,7 @@ def retire(settings: Settings, ctx: dict[str, Any] | None = None, keep: int | No
     """Keep the newest ``keep`` versions per store (default ``index_keep_versions``, the live one
     always); drop the physical collections of older retired or failed versions; release the lock."""
     from rag_ops.catalog import utcnow
-    from rag_ops.stores import open_store
+    from rag_ops.stores import embedded_write_lock, open_store
 
     keep = settings.index_keep_versions if keep is None else keep
     index = ctx["index"] if ctx else settings.collection
@@ -530,7 +618,7 @@ def retire(settings: Settings, ctx: dict[str, Any] | None = None, keep: int | No
                 if kept < keep:
                     kept += 1
                     continue
-                with open_store(store, settings, collection=r["collection"]) as st:
+                with embedded_write_lock(store, settings), open_store(store, settings, collection=r["collection"]) as st:
                     st.drop()
                 cat.update_version(index, store, r["version"], dropped_at=utcnow(), state_url=None)
                 if r["state_url"] and r["state_url"].startswith("sqlite:///"):
@@ -551,6 +639,8 @@ def abort(settings: Settings, ctx: dict[str, Any], error: str) -> None:
     """Mark the version ``failed`` with the reason, drop nothing, release the lock."""
     if ctx.get("skipped"):
         return
+    for bs, cand in _golden_candidates(settings, ctx):
+        abort(bs, cand, f"the re-index of {ctx['index']} failed: {error}")
     cat = open_catalog(settings)
     try:
         for store in ctx["stores"]:
@@ -657,10 +747,10 @@ def rollback(settings: Settings, to: int | None = None) -> dict[str, Any]:
                 keep.import_state(*cat.export_state())
             finally:
                 keep.close()
-            from rag_ops.stores import open_store
+            from rag_ops.stores import embedded_write_lock, open_store
 
             if "milvus" in rows:
-                with open_store("milvus", settings, collection=rows["milvus"]["collection"]) as st:
+                with embedded_write_lock("milvus", settings), open_store("milvus", settings, collection=rows["milvus"]["collection"]) as st:
                     st.point_alias(index)
             cat.set_live(index, {s: to for s in rows}, state=state, retired_state_url=snapshot)
         finally:

@@ -84,7 +84,7 @@ def chunks_of(settings, doc_id: str) -> list:
 def chroma_texts(settings, doc_id: str) -> list[str]:
     """The chunk texts Chroma holds for one document, in sequence order."""
     with open_store("chroma", settings) as store:
-        coll = store.client.get_collection(settings.collection)
+        coll = store.client.get_collection(store.collection)
         got = coll.get(where={"doc_id": doc_id}, include=["documents", "metadatas"])
     pairs = sorted(zip((m["seq"] for m in got["metadatas"]), got["documents"]))
     return [text for _, text in pairs]
@@ -93,7 +93,7 @@ def chroma_texts(settings, doc_id: str) -> list[str]:
 def milvus_texts(settings, doc_id: str) -> list[str]:
     with open_store("milvus", settings) as store:
         assert store.exists()  # loads the collection (Milvus opens it "released" in a new client)
-        rows = store.client.query(settings.collection, filter=f'doc_id == "{doc_id}"', output_fields=["text", "seq"])
+        rows = store.client.query(store.collection, filter=f'doc_id == "{doc_id}"', output_fields=["text", "seq"])
     return [r["text"] for r in sorted(rows, key=lambda r: r["seq"])]
 
 
@@ -444,7 +444,7 @@ def test_symlink_outside_the_source_root_is_refused_at_listing(settings, corpus,
     show("symlink_outside_root", settings, str(link), seconds)
     assert report["seconds"].get("read", 0) < 1
     with open_store("chroma", settings) as store:
-        stored = store.client.get_collection(settings.collection).get(include=["documents"])["documents"]
+        stored = store.client.get_collection(store.collection).get(include=["documents"])["documents"]
     assert not any("Payroll" in t for t in stored)
 
     # A refused listing entry has no size/mtime to compare, so every run reports it again
@@ -583,7 +583,7 @@ def test_duplicate_content_under_two_names_is_encoded_once(settings, corpus):
         cache.close()
     # both copies carry the same vector, under different ids
     with open_store("chroma", settings) as store:
-        coll = store.client.get_collection(settings.collection)
+        coll = store.client.get_collection(store.collection)
         va = coll.get(where={"doc_id": a}, include=["embeddings"])["embeddings"]
         vb = coll.get(where={"doc_id": b}, include=["embeddings"])["embeddings"]
     assert len(va) == len(vb) >= 1 and all((x == y).all() for x, y in zip(va, vb))

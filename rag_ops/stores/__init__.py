@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from rag_ops.errors import ConfigError
 from rag_ops.stores.base import Hit, StoredChunk, VectorStore
@@ -11,7 +12,7 @@ from rag_ops.stores.base import Hit, StoredChunk, VectorStore
 if TYPE_CHECKING:
     from rag_ops.config import Settings
 
-__all__ = ["Hit", "StoredChunk", "VectorStore", "open_store"]
+__all__ = ["Hit", "StoredChunk", "VectorStore", "embedded_write_lock", "is_embedded", "open_store"]
 
 
 def open_store(name: str, settings: "Settings", collection: str | None = None, alias: str | None = None) -> VectorStore:
@@ -52,3 +53,42 @@ def open_store(name: str, settings: "Settings", collection: str | None = None, a
             alias=alias,
         )
     raise ConfigError(f"unknown store {name!r}; known: chroma, milvus")
+
+
+def is_embedded(name: str, settings: "Settings") -> bool:
+    """Whether ``name`` is an embedded store (Chroma persistent dir, Milvus Lite file) of these settings."""
+    if name == "chroma":
+        return not settings.chroma_host
+    target = settings.milvus_target
+    return not target.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
+@contextlib.contextmanager
+def embedded_write_lock(name: str, settings: "Settings", timeout: float = 3600.0) -> Iterator[None]:
+    """Serialise the writers of an embedded store across processes on this machine.
+
+    Chroma's persistent dir and a Milvus Lite file take one writer at a time; the ingest DAG's
+    upsert tasks, a re-index building a version and the CLI may otherwise meet on the same files.
+    A lock file per store under ``<data_dir>/locks/`` makes them take turns (servers need none).
+
+    Raises:
+        StoreError: the lock was not free within ``timeout`` seconds (retryable).
+    """
+    if not is_embedded(name, settings):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    from rag_ops.errors import StoreError
+
+    path = settings.data_dir / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout as exc:
+        raise StoreError(f"another process has been writing the embedded {name} store for over {timeout:.0f}s ({path})") from exc
+    try:
+        yield
+    finally:
+        lock.release()

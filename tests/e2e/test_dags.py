@@ -54,6 +54,17 @@ print(json.dumps(out))
     }
     assert out["params"]["rag_recall"] == ["floors", "stores", "tolerance", "window"]
     assert out["retries"]["rag_recall"]["check_recall"] == 0  # the same index scores the same
+    assert out["dags"]["rag_reembed"] == {"check_drift": ["request_reindex"], "request_reindex": []}
+    assert out["params"]["rag_reembed"] == ["stores"]
+    assert out["retries"]["rag_reembed"]["request_reindex"] == 0
+    steps = ["plan_reindex", "build_version", "catch_up", "quality_gate", "recall_gate", "swap", "retire_old_versions"]
+    expected = {a: sorted([b] + (["mark_failed"] if a != "plan_reindex" else [])) for a, b in zip(steps, steps[1:])}
+    expected["plan_reindex"] = sorted(["build_version", "catch_up", "quality_gate", "recall_gate", "swap", "retire_old_versions"])
+    expected["retire_old_versions"] = ["mark_failed"]
+    expected["mark_failed"] = []
+    assert out["dags"]["rag_reindex"] == expected
+    assert out["params"]["rag_reindex"] == ["force", "max_seconds", "max_tokens", "reason", "stores"]
+    assert {t for t, r in out["retries"]["rag_reindex"].items() if r == 0} == {"plan_reindex", "quality_gate", "recall_gate", "mark_failed"}
     retries = out["retries"]["rag_ingest"]
     assert retries.pop("quality_gate") == 0  # same data, same verdict: no retry
     assert all(r >= 2 for r in retries.values())
