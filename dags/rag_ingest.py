@@ -26,24 +26,17 @@ variables (see the README). Dict results are one XCom each (`multiple_outputs=Fa
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from rag_ops.airflow import default_args as adapter_defaults
 from rag_ops.config import KNOWN_STORES, load_settings
 
 SETTINGS = load_settings()  # cheap: reads RAGOPS_* only, imports no heavy library
 STORE_NAMES = KNOWN_STORES
 INDEX_ASSET = Asset(name=f"ragops_index_{SETTINGS.collection}", uri=f"ragops://index/{SETTINGS.collection}")
 
-default_args = {
-    "owner": "ragops",
-    "retries": 3,
-    "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3.3 (True is read back as 2.0)
-    "max_retry_delay": timedelta(minutes=10),
-}
+default_args = adapter_defaults(retries=3, delay_seconds=20)
 
 
 @dag(

@@ -14,23 +14,16 @@ nothing drifted (a cheap no-op run: no event, nothing encoded).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_context, task
 
+from rag_ops.airflow import default_args as adapter_defaults
 from rag_ops.config import KNOWN_STORES, load_settings
 
 SETTINGS = load_settings()  # cheap: reads RAGOPS_* only
 REINDEX_ASSET = Asset(name=f"ragops_reindex_{SETTINGS.collection}", uri=f"ragops://reindex/{SETTINGS.collection}")
 
-default_args = {
-    "owner": "ragops",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
+default_args = adapter_defaults()
 
 
 @dag(

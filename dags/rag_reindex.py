@@ -18,24 +18,17 @@ triggered by hand. **Params**: `reason`, `stores`, `force`, `max_tokens`, `max_s
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from rag_ops.airflow import default_args as adapter_defaults
 from rag_ops.config import KNOWN_STORES, load_settings
 
 SETTINGS = load_settings()  # cheap: reads RAGOPS_* only
 REINDEX_ASSET = Asset(name=f"ragops_reindex_{SETTINGS.collection}", uri=f"ragops://reindex/{SETTINGS.collection}")
 INDEX_ASSET = Asset(name=f"ragops_index_{SETTINGS.collection}", uri=f"ragops://index/{SETTINGS.collection}")
 
-default_args = {
-    "owner": "ragops",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-}
+default_args = adapter_defaults()
 
 
 @dag(

@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def default_args(retries: int = 2, delay_seconds: int = 30) -> dict[str, Any]:
+    """The ``default_args`` of every ragops DAG: retries with exponential backoff (at most 10 min)."""
+    from datetime import timedelta
+
+    return {
+        "owner": "ragops",
+        "retries": retries,
+        "retry_delay": timedelta(seconds=delay_seconds),
+        "retry_exponential_backoff": 2.0,  # a multiplier in Airflow 3.3 (True is read back as 2.0)
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
 def translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
     """Re-raise RagopsError as AirflowException (retryable) or AirflowFailException."""
 

@@ -729,15 +729,15 @@ class Catalog:
             for i in range(0, len(chunk_rows), 1000):
                 conn.execute(chunks.insert(), chunk_rows[i : i + 1000])
 
-    def indexed_text_hashes(self, changed_after: str | None = None) -> list[str]:
-        """Text hashes of the chunks of indexed documents (updated after ``changed_after`` if set)."""
-        stmt = sa.select(chunks.c.text_hash).join(documents, documents.c.doc_id == chunks.c.doc_id).where(
+    def indexed_chunk_hashes(self, changed_after: str | None = None) -> list[tuple[str, str]]:
+        """``(doc id, text hash)`` of the chunks of indexed documents (updated after ``changed_after`` if set)."""
+        stmt = sa.select(chunks.c.doc_id, chunks.c.text_hash).join(documents, documents.c.doc_id == chunks.c.doc_id).where(
             documents.c.status == "indexed"
         )
         if changed_after:
             stmt = stmt.where(documents.c.updated_at > changed_after)
         with self._read() as conn:
-            return [r[0] for r in conn.execute(stmt)]
+            return [(r[0], r[1]) for r in conn.execute(stmt)]
 
     def acquire_lock(self, index_name: str, holder: str, ttl_seconds: float) -> None:
         """Take the re-index lock of ``index_name`` for ``holder`` (re-entrant for the same holder).

@@ -554,14 +554,7 @@ def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False
         snapshot = None
         if full and old_versions:
             # the retiring version's state, kept so that a rollback can make it live again
-            snapshot = state_url(settings, ctx["index"], max(old_versions.values())).replace(".db", f"_retired_by_v{ctx['version']}.db")
-            Path(snapshot.split("sqlite:///", 1)[1]).unlink(missing_ok=True)
-            keep = Catalog(snapshot)
-            try:
-                keep.migrate()
-                keep.import_state(*cat.export_state())
-            finally:
-                keep.close()
+            snapshot = _save_state(settings, cat, ctx["index"], max(old_versions.values()), ctx["version"])
         moved = []
         try:
             for store in ctx["stores"]:
@@ -595,6 +588,21 @@ def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False
         ctx["index"], ctx["version"], ", ".join(ctx["stores"]), old_versions, last["new"] + last["changed"] + last["deleted"],
     )
     return {"version": ctx["version"], "previous": old_versions, "caught_up": last}
+
+
+def _save_state(settings: Settings, cat, index: str, retiring: int, by: int) -> str:
+    """Copy the catalog's document/chunk state (the retiring version's) to a file; its URL."""
+    from rag_ops.catalog import Catalog
+
+    url = state_url(settings, index, retiring).replace(".db", f"_retired_by_v{by}.db")
+    Path(url.split("sqlite:///", 1)[1]).unlink(missing_ok=True)
+    keep = Catalog(url)
+    try:
+        keep.migrate()
+        keep.import_state(*cat.export_state())
+    finally:
+        keep.close()
+    return url
 
 
 def retire(settings: Settings, ctx: dict[str, Any] | None = None, keep: int | None = None) -> dict[str, Any]:
@@ -739,14 +747,7 @@ def rollback(settings: Settings, to: int | None = None) -> dict[str, Any]:
                 state = saved.export_state()
             finally:
                 saved.close()
-            snapshot = state_url(settings, index, current).replace(".db", f"_retired_by_v{to}.db")
-            Path(snapshot.split("sqlite:///", 1)[1]).unlink(missing_ok=True)
-            keep = Catalog(snapshot)
-            try:
-                keep.migrate()
-                keep.import_state(*cat.export_state())
-            finally:
-                keep.close()
+            snapshot = _save_state(settings, cat, index, current, to)
             from rag_ops.stores import embedded_write_lock, open_store
 
             if "milvus" in rows:
