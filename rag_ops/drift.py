@@ -364,7 +364,9 @@ def _one_per_document(settings: Settings, pairs: list[tuple[str, str]], model_id
         key = hashlib.sha256(f"{doc_id}|{text_hash}".encode()).hexdigest()
         if doc_id not in pick or key < pick[doc_id][0]:
             pick[doc_id] = (key, text_hash)
-    hashes = [pick[d][1] for d in sorted(pick)]
+    # rows in text-hash order: the same texts give the same sample and the same report
+    # wherever the files live (document ids come from paths; the tests' folds follow row order)
+    hashes = sorted(pick[d][1] for d in pick)
     cache = EmbeddingCache(settings.cache_path)
     try:
         found = cache.get_many(model_id, hashes)
