@@ -180,10 +180,11 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     catalog = Catalog(settings.catalog_db_url)
     catalog.migrate()
     counts = catalog.counts()
-    stores = {}
+    stores, live = {}, {}
     for name in settings.stores:
         with open_store(name, settings) as store:
             stores[name] = store.count()
+            live[name] = store.collection  # the live version's physical collection
     recent = catalog.last_runs(5)
     last = recent[:1]
     catalog.close()
@@ -194,6 +195,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
         "deleted": counts["deleted"],
         "stores": stores,
         "collection": settings.collection,
+        "live_collections": live,
         "data_dir": str(settings.data_dir),
         "last_run": {k: last[0][k] for k in ("run_id", "status", "started_at", "finished_at")} if last else None,
         "runs": [_run_figures(r) for r in recent],
@@ -201,7 +203,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print(f"catalog: {out['documents']} documents, {out['chunks']} chunks ({out['failed']} failed, {out['deleted']} deleted)")
         for name, n in stores.items():
-            print(f"{name}: {n} vectors in {settings.collection!r}")
+            print(f"{name}: {n} vectors in {live[name]!r} (live version of {settings.collection!r})")
         if last:
             print(f"last run: {last[0]['run_id']} ({last[0]['status']})")
         for r in out["runs"]:
