@@ -60,12 +60,27 @@ def rag_reindex():
 
         return adapter.begin_reindex(get_current_context())
 
-    @task(task_id="build_version")
-    def build_version(ctx: dict) -> dict:
-        """Full-sync ingest of every source into the new version (embedding cache first)."""
+    @task(task_id="plan_build")
+    def plan_build(ctx: dict) -> list[str]:
+        """Discover every source into the new version (full sync); the staged batches' paths."""
         from rag_ops import airflow as adapter
 
-        return adapter.build_version(get_current_context(), ctx)
+        return adapter.plan_build(get_current_context(), ctx)
+
+    @task(task_id="build_batch", max_active_tis_per_dagrun=SETTINGS.parallel_batches,
+          map_index_template="{{ batch_name }}", multiple_outputs=False)
+    def build_batch(ctx: dict, batch_ref: str) -> dict:
+        """Read, parse, chunk and embed one batch for the new version (embedding cache first)."""
+        from rag_ops import airflow as adapter
+
+        return adapter.build_batch(get_current_context(), ctx, batch_ref)
+
+    @task(task_id="commit_build", trigger_rule="none_failed", max_active_tis_per_dag=SETTINGS.store_writers)
+    def commit_build(ctx: dict) -> dict:
+        """Quality suites, then each store written by this one task, then the version's catalog."""
+        from rag_ops import airflow as adapter
+
+        return adapter.commit_build(get_current_context(), ctx)
 
     @task(task_id="catch_up")
     def catch_up(ctx: dict) -> dict:
@@ -111,7 +126,10 @@ def rag_reindex():
         adapter.abort_reindex(context, context["ti"].xcom_pull(task_ids="plan_reindex"))
 
     ctx = plan_reindex()
-    steps = [build_version(ctx), catch_up(ctx), quality_gate(ctx), recall_gate(ctx), swap(ctx), retire_old_versions(ctx)]
+    refs = plan_build(ctx)
+    built = build_batch.partial(ctx=ctx).expand(batch_ref=refs)
+    steps = [refs, built, commit_build(ctx), catch_up(ctx), quality_gate(ctx), recall_gate(ctx), swap(ctx),
+             retire_old_versions(ctx)]
     for a, b in zip(steps, steps[1:]):
         a >> b
     steps >> mark_failed()

@@ -303,12 +303,24 @@ def _step(name: str):
     return run
 
 
-build_version = _step("build")
+plan_build = _step("plan_build")
+commit_build = _step("commit_build")
 catch_up = _step("catch_up")
 quality_gate_version = _step("check")
 recall_gate = _step("recall_gate")
 swap_version = _step("swap")
 retire_versions = _step("retire")
+
+
+@translate_errors
+def build_batch(context: dict[str, Any], ctx: dict[str, Any], batch_ref: str) -> dict[str, Any]:
+    """One mapped batch of a re-index build (same retries as the ingest DAG's process_batch)."""
+    from pathlib import Path
+
+    from rag_ops import reindex
+
+    context["batch_name"] = Path(batch_ref).name  # shown as the map index in the UI
+    return reindex.build_batch(reindex_settings(context["params"]), ctx, batch_ref)
 
 
 def abort_reindex(context: dict[str, Any], ctx: dict[str, Any]) -> None:

@@ -981,12 +981,15 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
     # started (and its libraries imported) now, while the batches are prepared.
     offload = [s for s in plan.stores[1:] if s not in rt._stores] if helper_processes and plan.batches else []
     writers = None
+    # a run of several batches encodes long enough to hide Great Expectations' import in the
+    # writer process (see _init_gate_and_store_writer); a small one gates here
+    gate_remote = bool(offload) and len(plan.batches) >= 2
     if offload:
-        writers = _helper_pool(len(offload), _init_store_writer, settings)
+        writers = _helper_pool(len(offload), _init_gate_and_store_writer if gate_remote else _init_store_writer, settings)
         writers.submit(int)  # start the process now (imports happen in its initializer)
     try:
         _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
-        if writers is not None:  # Great Expectations was imported there while this process encoded
+        if gate_remote:  # Great Expectations was imported there while this process encoded
             gate = writers.submit(quality_gate, settings, plan.ref).result()
         else:
             gate = quality_gate(settings, plan.ref, runtime=rt)
@@ -1035,12 +1038,21 @@ def _helper_pool(workers: int, initializer, settings: Settings):
 
 
 def _init_store_writer(settings: Settings, level: str) -> None:
-    """A store-writer process: logging, and its libraries imported ahead of their use.
+    """A store-writer process: logging, and the store libraries imported ahead of their use."""
+    from rag_ops.logs import setup_logging
 
-    It also runs the run's quality gate, so Great Expectations is imported here too: that import
-    alone took 2.5-7.6 s of the gate here, and in this process it happens while the run is
-    still encoding, at the lowest CPU priority (the encoder keeps both cores; this process is
-    idle until the gate). The priority is restored afterwards where the OS allows it.
+    setup_logging(level)
+    import rag_ops.stores.chroma  # noqa: F401
+    import rag_ops.stores.milvus  # noqa: F401
+
+
+def _init_gate_and_store_writer(settings: Settings, level: str) -> None:
+    """A store-writer process that also runs the quality gate of a run of several batches.
+
+    Great Expectations' import alone took 2.5-7.6 s of the gate here; in this process it
+    happens while the run is still encoding, at the lowest CPU priority (the encoder keeps both
+    cores; this process is idle until the gate). The priority is restored afterwards where the
+    OS allows it.
     """
     import os
 

@@ -617,6 +617,9 @@ def check_quality(
 
     docs_path = Path(docs_dir).expanduser().absolute() if docs_dir is not None else None
     results: dict[str, Any] = {}
+    if not frames and docs_path is not None and (docs_path / "index.html").exists():
+        docs_path = None  # nothing to validate and the site exists: GX is not even imported
+        gate.data_docs = str(Path(docs_dir).expanduser().absolute() / "index.html")
     if frames or docs_path is not None:
         g = _gx()
         with _GX_LOCK:

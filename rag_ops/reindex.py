@@ -131,7 +131,13 @@ def plan_reindex(settings: Settings, stores: Sequence[str] | None = None, catalo
 
 
 def _estimate_rechunk(settings: Settings, live_settings: Settings, store: str, target: WriteTarget, chunk_rows, n_docs: int):
-    """Chunks and tokens a new chunker would make, from the live chunks' texts and the new tokenizer."""
+    """Chunks and tokens a new chunker would make, from the live chunks' texts and the new tokenizer.
+
+    Tokens: the live chunks' texts counted with the new model's tokenizer (the overlap counted
+    once more per extra chunk). Chunks: the live count, scaled by the ratio of the old to the
+    new step (chunk size minus overlap) when the sizes change (documents are chunked per
+    section, so chunks are rarely full: scaling the live count is closer than dividing tokens).
+    """
     from rag_ops.chunk import make_chunker
     from rag_ops.stores import open_store
 
@@ -140,11 +146,11 @@ def _estimate_rechunk(settings: Settings, live_settings: Settings, store: str, t
         texts = [t for t, _ in st.get_texts(ids).values()]
     if not texts:
         return 0, 0
-    tokenizer = make_chunker(settings).length
-    # consecutive chunks of a document overlap by the live overlap: count it once
-    content = sum(tokenizer(t) for t in texts) - live_settings.chunk_overlap * max(0, len(texts) - n_docs)
-    step = settings.chunk_size - settings.chunk_overlap
-    n_chunks = max(n_docs, math.ceil(max(0, content - settings.chunk_overlap * n_docs) / step))
+    count = make_chunker(settings).length
+    old_step = live_settings.chunk_size - live_settings.chunk_overlap
+    new_step = settings.chunk_size - settings.chunk_overlap
+    n_chunks = max(n_docs, math.ceil(len(texts) * old_step / new_step))
+    content = sum(count(t) for t in texts) - live_settings.chunk_overlap * max(0, len(texts) - n_docs)
     return n_chunks, int(content + settings.chunk_overlap * max(0, n_chunks - n_docs))
 
 
@@ -337,6 +343,52 @@ def build(settings: Settings, ctx: dict[str, Any], helper_processes: bool = Fals
         totals["encoded"], totals["cache_hits"],
     )
     _update(settings, ctx, encoded=totals["encoded"])
+    return totals
+
+
+def plan_build(settings: Settings, ctx: dict[str, Any]) -> list[str]:
+    """Mapped build, step 1 (the DAG): discover every source into the new version; the batch paths.
+
+    The same work as :func:`build`, split so that Airflow maps :func:`build_batch` over the
+    batches (``parallel_batches`` at once) and writes every store in one task
+    (:func:`commit_build`), as the ingest DAG does.
+    """
+    from rag_ops.pipeline import discover
+
+    refs: list[str] = []
+    for i, src in enumerate(ctx["sources"]):
+        plan = discover(
+            _build_settings(settings, ctx), source=src, full_sync=True, stores=ctx["stores"],
+            run_id=f"{ctx['run_id']}__build{i}", target=_build_target(settings, ctx),
+        )
+        refs.extend(plan.batches)
+    log.info("re-index %r v%d: %d batch(es) to build from %d source(s)", ctx["index"], ctx["version"], len(refs), len(ctx["sources"]))
+    return refs
+
+
+def build_batch(settings: Settings, ctx: dict[str, Any], batch_ref: str) -> dict[str, Any]:
+    """Mapped build, step 2: read, parse, chunk and embed one batch (cache first) for the new version."""
+    from rag_ops.pipeline import process_batch
+
+    return process_batch(_build_settings(settings, ctx), batch_ref, concurrent_encoders=settings.parallel_batches)
+
+
+def commit_build(settings: Settings, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Mapped build, step 3: quality suites, one writer per store, the version's catalog; counts."""
+    from rag_ops.pipeline import commit_run, plan_ref_for, quality_gate, upsert_store
+
+    bs = _build_settings(settings, ctx)
+    totals: dict[str, Any] = {k: 0 for k in ("new", "changed", "deleted", "failed", "chunks", "encoded", "cache_hits")}
+    for i, _src in enumerate(ctx["sources"]):
+        ref = plan_ref_for(bs, f"{ctx['run_id']}__build{i}")
+        quality_gate(bs, ref)
+        results = [upsert_store(bs, store, ref) for store in ctx["stores"]]
+        report = commit_run(bs, ref, results)
+        _record_run(settings, report)
+        for k in totals:
+            totals[k] += int(report.get(k, 0))
+    _update(settings, ctx, encoded=totals["encoded"])
+    log.info("re-index %r v%d built: %s", ctx["index"], ctx["version"], totals)
     return totals
 
 
@@ -606,8 +658,10 @@ def _save_state(settings: Settings, cat, index: str, retiring: int, by: int) -> 
 
 
 def retire(settings: Settings, ctx: dict[str, Any] | None = None, keep: int | None = None) -> dict[str, Any]:
-    """Keep the newest ``keep`` versions per store (default ``index_keep_versions``, the live one
-    always); drop the physical collections of older retired or failed versions; release the lock."""
+    """Retention: per store, the live version and the newest ``keep - 1`` retired ones (rollback
+    targets; ``keep`` defaults to ``index_keep_versions``) keep their collections; older retired
+    versions and every failed one (never a rollback target) are dropped; the rows stay. Then the
+    lock is released."""
     from rag_ops.catalog import utcnow
     from rag_ops.stores import embedded_write_lock, open_store
 
@@ -618,13 +672,12 @@ def retire(settings: Settings, ctx: dict[str, Any] | None = None, keep: int | No
     try:
         for store in settings.stores:
             rows = [r for r in cat.versions(index, store) if not r["dropped_at"]]
-            kept = 0
+            retired_kept = 0
             for r in sorted(rows, key=lambda r: -r["version"]):
                 if r["status"] in ("live", "building", "gated"):
-                    kept += r["status"] == "live"
                     continue
-                if kept < keep:
-                    kept += 1
+                if r["status"] == "retired" and retired_kept < keep - 1:
+                    retired_kept += 1
                     continue
                 with embedded_write_lock(store, settings), open_store(store, settings, collection=r["collection"]) as st:
                     st.drop()

@@ -257,6 +257,12 @@ def test_recall_gate_refuses_a_weaker_model_and_keeps_the_live_version(vsettings
     assert status == {("chroma", 1): "live", ("milvus", 1): "live", ("chroma", 2): "failed", ("milvus", 2): "failed"}
     assert milvus_alias(vsettings) == "ragops__v1"
     assert open_catalog(vsettings).lock_holder("ragops") is None
+    # a failed version never pushes a rollback target out: after a good re-index v1 is kept
+    ri.reindex(vsettings, force=True, recall=False)
+    rows = {(r["store"], r["version"]): r for r in versions(vsettings)}
+    assert rows[("chroma", 3)]["status"] == "live"
+    assert rows[("chroma", 2)]["dropped_at"] and not rows[("chroma", 1)]["dropped_at"]
+    assert ri.rollback(vsettings)["version"] == 1
 
 
 @pytest.mark.parametrize("store", ["chroma", "milvus"])

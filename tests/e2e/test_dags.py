@@ -57,9 +57,10 @@ print(json.dumps(out))
     assert out["dags"]["rag_reembed"] == {"check_drift": ["request_reindex"], "request_reindex": []}
     assert out["params"]["rag_reembed"] == ["stores"]
     assert out["retries"]["rag_reembed"]["request_reindex"] == 0
-    steps = ["plan_reindex", "build_version", "catch_up", "quality_gate", "recall_gate", "swap", "retire_old_versions"]
-    expected = {a: sorted([b] + (["mark_failed"] if a != "plan_reindex" else [])) for a, b in zip(steps, steps[1:])}
-    expected["plan_reindex"] = sorted(["build_version", "catch_up", "quality_gate", "recall_gate", "swap", "retire_old_versions"])
+    steps = ["plan_reindex", "plan_build", "build_batch", "commit_build", "catch_up", "quality_gate", "recall_gate", "swap",
+             "retire_old_versions"]
+    expected = {a: sorted([b, "mark_failed"]) for a, b in zip(steps, steps[1:])}
+    expected["plan_reindex"] = sorted(steps[1:])  # every step takes its context (by XCom)
     expected["retire_old_versions"] = ["mark_failed"]
     expected["mark_failed"] = []
     assert out["dags"]["rag_reindex"] == expected

@@ -106,8 +106,8 @@ def test_reindex_dag_swaps_and_stops_over_budget(airflow_cli, tmp_path):
 
     airflow_cli.dags_test({"force": True, "reason": "e2e"}, dag_id="rag_reindex")
     states = _task_states(airflow_cli.home, "rag_reindex")
-    assert all(states[t] == "success" for t in ("plan_reindex", "build_version", "catch_up", "quality_gate",
-                                                 "recall_gate", "swap", "retire_old_versions")), states
+    assert all(states[t] == "success" for t in ("plan_reindex", "plan_build", "build_batch", "commit_build", "catch_up",
+                                                 "quality_gate", "recall_gate", "swap", "retire_old_versions")), states
     assert states["mark_failed"] == "skipped"
     cat = open_catalog(settings)
     try:
