@@ -35,7 +35,7 @@ def derive_model(src: str | Path, dest: str | Path, *, dimension: int | None = N
         from sentence_transformers.models import Dense, Normalize
 
         base = SentenceTransformer(str(src), device="cpu", local_files_only=True)
-        width = base.get_sentence_embedding_dimension()
+        width = (getattr(base, "get_embedding_dimension", None) or base.get_sentence_embedding_dimension)()
         weight = np.random.default_rng(seed).standard_normal((dimension, width)) / np.sqrt(dimension)
         dense = Dense(width, dimension, bias=False, activation_function=torch.nn.Identity())
         with torch.no_grad():
