@@ -87,7 +87,7 @@ def main() -> int:
     vectors = embedder.encode(questions)
     for name in settings.stores:
         with open_store(name, settings) as store:
-            print(f"\n=== {name}: {store.count()} vectors in collection {settings.collection!r}")
+            print(f"\n=== {name}: {store.count()} vectors in {store.collection!r} (live version of {settings.collection!r})")
             for question, vector in zip(questions, vectors):
                 print(f"\nQ: {question}")
                 for i, hit in enumerate(store.query(vector, k=3), 1):
