@@ -702,13 +702,7 @@ class Catalog:
                         .values(status="live", swapped_at=now, retired_at=None, state_url=None, error=None)
                     )
                 if state is not None:
-                    docs, chunk_rows = state
-                    conn.execute(chunks.delete())
-                    conn.execute(documents.delete())
-                    for i in range(0, len(docs), 1000):
-                        conn.execute(documents.insert(), docs[i : i + 1000])
-                    for i in range(0, len(chunk_rows), 1000):
-                        conn.execute(chunks.insert(), chunk_rows[i : i + 1000])
+                    _replace_state(conn, *state)
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"catalog swap of {index_name!r} to {dict(new)} failed: {_short(exc)}") from exc
 
@@ -722,12 +716,7 @@ class Catalog:
     def import_state(self, docs: list[dict], chunk_rows: list[dict]) -> None:
         """Replace the documents and chunks tables with these rows (one transaction)."""
         with self.engine.begin() as conn:
-            conn.execute(chunks.delete())
-            conn.execute(documents.delete())
-            for i in range(0, len(docs), 1000):
-                conn.execute(documents.insert(), docs[i : i + 1000])
-            for i in range(0, len(chunk_rows), 1000):
-                conn.execute(chunks.insert(), chunk_rows[i : i + 1000])
+            _replace_state(conn, docs, chunk_rows)
 
     def indexed_chunk_hashes(self, changed_after: str | None = None) -> list[tuple[str, str]]:
         """``(doc id, text hash)`` of the chunks of indexed documents (updated after ``changed_after`` if set)."""
@@ -825,6 +814,16 @@ class _Guarded:
         if isinstance(exc, sa.exc.SQLAlchemyError):
             raise CatalogError(f"catalog read failed: {_short(exc)}") from exc
         return False
+
+
+def _replace_state(conn, docs: list[dict], chunk_rows: list[dict]) -> None:
+    """Replace the documents and chunks tables with these rows, inside the caller's transaction."""
+    conn.execute(chunks.delete())
+    conn.execute(documents.delete())
+    for i in range(0, len(docs), 1000):
+        conn.execute(documents.insert(), docs[i : i + 1000])
+    for i in range(0, len(chunk_rows), 1000):
+        conn.execute(chunks.insert(), chunk_rows[i : i + 1000])
 
 
 def _doc(r) -> DocumentRow:
