@@ -32,7 +32,7 @@ def _status(limit: int = 20) -> dict:
         from rag_ops.versions import describe
 
         versions = describe(catalog.versions(settings.collection))
-        with catalog.engine.connect() as conn:
+        with catalog.read() as conn:
             failed = conn.execute(
                 sa.select(documents.c.uri, documents.c.error_stage, documents.c.error)
                 .where(documents.c.status == "failed")

@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import random
 import re
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -18,6 +21,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import sqlalchemy as sa
 
 from rag_ops.errors import CatalogError
+
+# pg_advisory_xact_lock key that serialises catalog migrations (any fixed 64-bit number)
+_MIGRATION_LOCK_KEY = 0x7261676F7073
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +220,11 @@ class Catalog:
             # leave half its tables behind. SQLAlchemy's documented recipe: let the driver do no
             # transaction handling and emit BEGIN ourselves; SQLite then rolls DDL back too.
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            sa.event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+            # Writes start with BEGIN IMMEDIATE: the write lock is taken up front and waits for the
+            # busy timeout, where a deferred transaction that reads and then writes can fail at
+            # once with "database is locked" when another process wrote in between. Reads
+            # (``_read``) stay deferred, so they never wait for a writer (WAL).
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
 
     @property
     def dialect(self) -> str:
@@ -225,23 +235,36 @@ class Catalog:
 
     # ------------------------------------------------------------------ migrations
     def migrate(self, sql_dir: Path = SQL_DIR) -> list[str]:
-        """Apply pending ``NNN_*.sql`` files in order. Returns the versions applied now."""
+        """Apply pending ``NNN_*.sql`` files in order. Returns the versions applied now.
+
+        Safe when several processes start on a fresh catalog at once (Airflow runs tasks of a
+        backfill and of a scheduled run side by side): every migration transaction first takes
+        the catalog's write lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-level
+        advisory lock) and re-reads what is applied, so each file runs exactly once.
+        """
         applied_now: list[str] = []
         try:
             with self.engine.begin() as conn:
+                self._migration_lock(conn)
                 conn.execute(
                     sa.text(
                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
                         " version VARCHAR(255) PRIMARY KEY, applied_at VARCHAR(32) NOT NULL)"
                     )
                 )
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 done = {r[0] for r in conn.execute(sa.text("SELECT version FROM schema_migrations"))}
             for path in sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql")):
                 version = path.stem
                 if version in done:
                     continue
                 with self.engine.begin() as conn:
+                    self._migration_lock(conn)
+                    already = conn.execute(
+                        sa.text("SELECT 1 FROM schema_migrations WHERE version = :v"), {"v": version}
+                    ).first()
+                    if already:  # another process applied it after our first read
+                        continue
                     for statement in split_sql(path.read_text()):
                         conn.execute(sa.text(statement))
                     conn.execute(
@@ -250,9 +273,14 @@ class Catalog:
                     )
                 applied_now.append(version)
                 log.info("catalog: applied migration %s", version)
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, CatalogError) as exc:
             raise CatalogError(f"catalog migration failed ({_safe_url(self.url)}): {_short(exc)}") from exc
         return applied_now
+
+    def _migration_lock(self, conn) -> None:
+        """Serialise migrations across processes (SQLite already holds its write lock: BEGIN IMMEDIATE)."""
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
 
     # ------------------------------------------------------------------ documents
     def documents_by_id(self, doc_ids: Iterable[str] | None = None) -> dict[str, DocumentRow]:
@@ -779,8 +807,12 @@ class Catalog:
         return dict(row) if row else None
 
     # ------------------------------------------------------------------ helpers
-    def _read(self):
+    def read(self):
+        """A read-only connection (context manager); errors surface as CatalogError. On SQLite it
+        never waits for a writer."""
         return _Guarded(self.engine)
+
+    _read = read
 
     def _upsert(self, conn, table: sa.Table, rows: list[dict], key: str) -> None:
         if not rows:
@@ -804,7 +836,7 @@ class _Guarded:
 
     def __enter__(self):
         try:
-            self.conn = self.engine.connect()
+            self.conn = self.engine.connect().execution_options(ragops_read=True)
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"cannot connect to the catalog: {_short(exc)}") from exc
         return self.conn
@@ -844,12 +876,34 @@ def _doc_values(d: dict, *, status: str, run_id: str, now: str, chunk_count: int
     }
 
 
+def _sqlite_begin(conn) -> None:
+    read_only = conn.get_execution_options().get("ragops_read", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.close()
+    try:
+        cur.execute("PRAGMA busy_timeout=60000")
+        # Switching a new file to WAL needs it to itself: SQLite answers "database is locked" at
+        # once (the busy timeout does not apply) while another process has it open, as when
+        # several Airflow tasks open a fresh catalog together. The mode is stored in the file, so
+        # wait until one of them has switched it.
+        deadline = time.monotonic() + 60
+        while True:
+            mode = (cur.execute("PRAGMA journal_mode").fetchone() or [""])[0]
+            if str(mode).lower() in ("wal", "memory"):
+                break
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05 + random.random() * 0.2)
+    finally:
+        cur.close()
 
 
 def split_sql(text: str) -> list[str]:

@@ -82,6 +82,48 @@ def test_migrate_applies_once_and_is_idempotent(db_url):
         again.close()
 
 
+_RACE = """
+import json, sys, time
+from rag_ops.catalog import Catalog
+url, start, run_id = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+c = Catalog(url)
+while time.time() < start:
+    time.sleep(0.001)
+applied = c.migrate()
+c.start_run(run_id, source="race", full_sync=False)
+print(json.dumps(applied))
+c.close()
+"""
+
+
+def test_processes_migrating_a_fresh_catalog_at_once_all_succeed(db_url):
+    """Airflow starts tasks of a backfill and of a scheduled run together on a new catalog: every
+    process must get a migrated catalog (no "database is locked"), each file applied once."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.time() + 4
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACE, db_url, str(start), f"race-{i}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(6)
+    ]
+    applied: list[str] = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+        applied += json.loads(out.strip().splitlines()[-1])
+    assert sorted(applied) == ALL, "each migration must be applied by exactly one process"
+    c = Catalog(db_url)
+    try:
+        assert migration_rows(c) == ALL
+        assert c.migrate() == []
+        assert len(c.last_runs(10)) == 6
+    finally:
+        c.close()
+
+
 def test_failed_migration_leaves_nothing_behind(db_url, tmp_path):
     sql_dir = tmp_path / "sql"
     sql_dir.mkdir()
