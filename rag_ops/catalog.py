@@ -16,7 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -692,6 +692,42 @@ class Catalog:
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"catalog write of an index version failed: {_short(exc)}") from exc
 
+    def ensure_live_version(self, row: Mapping[str, Any], collection_for: Callable[[int], str]) -> tuple[dict, bool]:
+        """The live version of ``row``'s (index, store); when there is none, ``row`` is registered
+        as the next version number, live, in the same transaction.
+
+        Atomic across processes (SQLite: the transaction's write lock; PostgreSQL: an advisory
+        lock per index), so runs that start together on a fresh catalog (a backfill beside a
+        scheduled run) agree on one version 1.
+
+        Returns:
+            ``(live version row, registered now)``.
+        """
+        t = index_versions
+        index_name, store = row["index_name"], row["store"]
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(f"index {index_name}")})
+                existing = conn.execute(
+                    sa.select(t).where(t.c.index_name == index_name, t.c.store == store).order_by(t.c.version)
+                ).mappings().all()
+                live = [dict(r) for r in existing if r["status"] == "live"]
+                if live:
+                    return live[-1], False
+                version = max((r["version"] for r in existing), default=0) + 1
+                now = utcnow()
+                values = {
+                    **row, "version": version, "collection": collection_for(version), "status": "live",
+                    "created_at": now, "swapped_at": now,
+                }
+                conn.execute(t.insert().values(**values))
+                return dict(conn.execute(
+                    sa.select(t).where(t.c.index_name == index_name, t.c.store == store, t.c.version == version)
+                ).mappings().one()), True
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog registration of a live version of {index_name}/{store} failed: {_short(exc)}") from exc
+
     def update_version(self, index_name: str, store: str, version: int, **values: Any) -> None:
         t = index_versions
         with self.engine.begin() as conn:
@@ -904,6 +940,13 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
                 time.sleep(0.05 + random.random() * 0.2)
     finally:
         cur.close()
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for ``name`` (PostgreSQL)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"ragops {name}".encode()).digest()[:8], "big", signed=True)
 
 
 def split_sql(text: str) -> list[str]:

@@ -167,9 +167,10 @@ def live_target(settings: Settings, stores: Iterable[str] | None = None, catalog
 
 
 def _bootstrap(cat: Catalog, settings: Settings, stores: list[str], live: dict[str, dict]) -> None:
-    """Register version 1 (live) of ``stores``: built like the other stores' live version if any, else like the settings."""
-    from rag_ops.errors import CatalogError
+    """Register version 1 (live) of ``stores``: built like the other stores' live version if any, else like the settings.
 
+    Safe against runs bootstrapping together: the catalog registers a version only where no live one exists.
+    """
     like = next(iter(live.values()), None)
     if like is not None:
         config = {k: like[k] for k in ("embedding_model", "model_id", "model_hash", "chunk_size", "chunk_overlap", "chunker_hash")}
@@ -177,20 +178,15 @@ def _bootstrap(cat: Catalog, settings: Settings, stores: list[str], live: dict[s
         config = build_config(settings)
     for store in stores:
         existing = cat.versions(settings.collection, store)
-        version = max((r["version"] for r in existing), default=0) + 1
-        try:
-            cat.add_version(
-                {
-                    "index_name": settings.collection, "store": store, "version": version,
-                    "collection": physical_name(settings.collection, version), "status": "live",
-                    "reason": "first ingest" if not existing else "no live version left: a new one", **config,
-                }
-            )
-            cat.update_version(settings.collection, store, version, swapped_at=cat.versions(settings.collection, store)[-1]["created_at"])
-            log.info("index %r: registered %s version %d (%s) as live", settings.collection, store, version, physical_name(settings.collection, version))
-        except CatalogError:
-            if store not in cat.live_versions(settings.collection):  # not a concurrent registration
-                raise
+        row, registered = cat.ensure_live_version(
+            {
+                "index_name": settings.collection, "store": store,
+                "reason": "first ingest" if not existing else "no live version left: a new one", **config,
+            },
+            lambda v: physical_name(settings.collection, v),
+        )
+        if registered:
+            log.info("index %r: registered %s version %d (%s) as live", settings.collection, store, row["version"], row["collection"])
 
 
 def live_version(settings: Settings, store: str, catalog: Catalog | None = None) -> dict | None:

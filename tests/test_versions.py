@@ -77,6 +77,47 @@ def catalog_chunk_ids(settings: Settings) -> set[str]:
         cat.close()
 
 
+_BOOTSTRAP = """
+import json, sys, time
+from rag_ops.config import Settings
+from rag_ops.versions import live_target
+data_dir, catalog_url, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+settings = Settings(data_dir=data_dir, catalog_url=catalog_url)
+while time.time() < start:
+    time.sleep(0.001)
+t = live_target(settings)
+print(json.dumps({"collections": t.collections, "versions": t.versions}))
+"""
+
+
+@pytest.mark.parametrize("catalog", ["sqlite", "postgresql"])
+def test_runs_starting_together_on_a_fresh_catalog_agree_on_version_1(catalog, tmp_path, request):
+    """A backfill and a scheduled run start together on a new index: both must write version 1
+    (a second 'live' version registered by the loser made the first run's commit fail)."""
+    import json
+    import subprocess
+    import sys
+
+    url = request.getfixturevalue("pg_url") if catalog == "postgresql" else ""
+    start = time.time() + 6
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, str(tmp_path / "data"), url, str(start)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    targets = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        targets.append(json.loads(out.strip().splitlines()[-1]))
+    expected = {"collections": {"chroma": "ragops__v1", "milvus": "ragops__v1"}, "versions": {"chroma": 1, "milvus": 1}}
+    assert targets == [expected] * 4
+    settings = Settings(data_dir=tmp_path / "data", catalog_url=url)
+    rows = versions(settings)
+    assert [(r["store"], r["version"], r["status"]) for r in rows] == [("chroma", 1, "live"), ("milvus", 1, "live")]
+    assert all(r["swapped_at"] == r["created_at"] for r in rows)
+
+
 def test_first_ingest_registers_version_1_with_milvus_alias(vsettings):
     from rag_ops import reindex as ri
 
