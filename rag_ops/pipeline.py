@@ -385,8 +385,13 @@ def prepare_batch(
     src = open_source(batch["source"], settings)
     docs = batch["docs"][start:stop]
     prepared = PreparedBatch(batch_ref, len(docs), [], [], Counter(), Counter())
-    for entry in docs:
-        outcome, chunks = _prepare_document(entry, src, batch["stores"], settings, rt, prepared.seconds)
+    ahead: dict[str, bytes | BaseException] = {}
+    for i, entry in enumerate(docs):
+        if entry["doc_id"] not in ahead:
+            ahead = _read_ahead(docs[i:], src, settings, prepared.seconds)
+        outcome, chunks = _prepare_document(
+            entry, src, batch["stores"], settings, rt, prepared.seconds, preread=ahead.pop(entry["doc_id"], None)
+        )
         prepared.counts[outcome["outcome"]] += 1
         if chunks:
             first = len(prepared.chunk_rows)
@@ -394,6 +399,48 @@ def prepare_batch(
             outcome["chunk_rows"] = [first, len(prepared.chunk_rows)]
         prepared.outcomes.append(outcome)
     return prepared
+
+
+READ_AHEAD_DOCS = 32  # plain-text documents read ahead so their paragraphs are classified in one batch
+READ_AHEAD_BYTES = 8 * 1024 * 1024
+
+
+def _read_ahead(docs: list[dict], src, settings: Settings, secs: Counter) -> dict[str, bytes | BaseException]:
+    """Read the plain-text documents at the front of ``docs`` (up to :data:`READ_AHEAD_DOCS` and
+    :data:`READ_AHEAD_BYTES`) and prime the parser's classifier with their paragraphs.
+
+    unstructured classifies each paragraph of a text file with spaCy, one call per paragraph;
+    one batched pass over the paragraphs of many documents gives the same results in about a
+    third of the time (:func:`rag_ops.parse.prime_classifier`). Returns doc id -> the bytes read,
+    or the exception reading raised (re-raised at that document's own read stage, so errors are
+    handled exactly as without read-ahead). Stops at the first document that is not plain text.
+    """
+    from rag_ops.parse import TEXT_EXTENSIONS, classifier_texts, prime_classifier
+
+    out: dict[str, bytes | BaseException] = {}
+    texts: list[str] = []
+    total = 0
+    for entry in docs[:READ_AHEAD_DOCS]:
+        if extension_of(entry["uri"]) not in TEXT_EXTENSIONS or entry.get("refused"):
+            break
+        size = entry.get("size") or 0
+        if out and total + size > READ_AHEAD_BYTES:
+            break
+        doc = SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
+        with _timed(secs, "read"):
+            try:
+                data = src.read(doc, settings.max_document_bytes)
+            except Exception as exc:  # noqa: BLE001 - kept and raised at the document's read stage
+                out[entry["doc_id"]] = exc
+                continue
+        out[entry["doc_id"]] = data
+        total += len(data)
+        if len(data) <= 4 * settings.max_document_chars and content_hash(data) not in (entry["prev_hash"], entry.get("prev_error_hash")):
+            texts.extend(classifier_texts(data, entry["uri"], settings.max_document_chars))
+    if texts:
+        with _timed(secs, "parse"):
+            prime_classifier(texts)
+    return out
 
 
 def merge_prepared(parts: list[PreparedBatch]) -> PreparedBatch:
@@ -422,11 +469,15 @@ def _timed(seconds: Counter, stage: str) -> Iterator[None]:
         seconds[stage] += time.perf_counter() - t0
 
 
-def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, rt: Runtime, secs: Counter) -> tuple[dict, list]:
+def _prepare_document(
+    entry: dict, src, stores: list[str], settings: Settings, rt: Runtime, secs: Counter,
+    preread: bytes | BaseException | None = None,
+) -> tuple[dict, list]:
     """One document: its outcome (new, changed, restored, unchanged, failed) and its chunks.
 
     A document's own problems are recorded as a ``failed`` outcome with the stage and a reason;
-    a failing source (``SourceError``) propagates so the task can retry.
+    a failing source (``SourceError``) propagates so the task can retry. ``preread``: what
+    :func:`_read_ahead` got for it (its bytes, or the exception reading raised).
     """
     from rag_ops.clean import clean_blocks
     from rag_ops.parse import parse_document
@@ -442,7 +493,9 @@ def _prepare_document(entry: dict, src, stores: list[str], settings: Settings, r
             raise DocumentError(doc.refused)
         stage = "read"
         with _timed(secs, "read"):
-            data = src.read(doc, settings.max_document_bytes)
+            if isinstance(preread, BaseException):
+                raise preread
+            data = preread if preread is not None else src.read(doc, settings.max_document_bytes)
             base.update(size=len(data), content_hash=content_hash(data))
         if (
             entry["prev_status"] == "failed"

@@ -312,3 +312,52 @@ def test_decode_text_utf16_big_endian_without_bom():
 def test_decode_text_refuses(data, message):
     with pytest.raises(ParseError, match=message):
         decode_text(data)
+
+
+# --------------------------------------------------------------------------- batched classification
+
+
+def test_primed_classifier_gives_the_same_blocks_and_is_used(samples_dir):
+    """Text files parsed after :func:`prime_classifier` (spaCy batched over their paragraphs)
+    give exactly the blocks of unprimed parsing, and the primed results are what is used."""
+    import json
+
+    import unstructured.nlp.tokenize as tokenize
+
+    from rag_ops.parse import classifier_texts, prime_classifier
+
+    docs = [(str(p), p.read_bytes()) for p in sorted(samples_dir.rglob("*")) if p.suffix in (".txt", ".rst")]
+    scifact = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "corpus.jsonl"
+    if scifact.exists():
+        with open(scifact) as fh:
+            for i, line in zip(range(150), fh):
+                d = json.loads(line)
+                docs.append((f"{d['_id']}.txt", f"{d['title']}\n\n{d['text']}\n".encode()))
+    docs.append(("odd.txt", "NOTICE\n\n12345\n\n- \n\nALL CAPS LINE. Then prose follows here, with a verb.\n".encode()))
+
+    def clear():
+        for f in (tokenize._process_cached, tokenize.word_tokenize, tokenize.pos_tag, tokenize._tokenize_for_cache):
+            f.cache_clear()
+
+    parse_document(b"warm up.", "w.txt")
+    clear()
+    plain = [parse_document(data, name) for name, data in docs]
+    clear()
+    nlp = tokenize._get_nlp()
+    hits_before = nlp.primed_hits
+    primed = []
+    for i in range(0, len(docs), 16):
+        texts = [t for name, data in docs[i : i + 16] for t in classifier_texts(data, name)]
+        assert prime_classifier(texts) > 0
+        primed += [parse_document(data, name) for name, data in docs[i : i + 16]]
+    assert primed == plain
+    assert nlp.primed_hits - hits_before >= len(docs)  # at least one classification per document came primed
+
+
+def test_classifier_texts_only_for_plain_text():
+    from rag_ops.parse import classifier_texts
+
+    assert classifier_texts(b"Title\n\nBody text here.", "a.txt") == ["Title", "Body text here."]
+    assert classifier_texts(b"# Title\n\nBody", "a.md") == []
+    assert classifier_texts(b"", "a.txt") == []
+    assert classifier_texts(b"x" * 100, "a.txt", max_chars=10) == []
