@@ -73,6 +73,9 @@ class Chunker:
         self.chunk_overlap = chunk_overlap
         self.fingerprint = fingerprint
         self._splitters: dict[int, object] = {}  # one LangChain splitter per token budget
+        # lengths measured while chunking one document: LangChain's splitter measures every
+        # piece twice (when splitting and when merging); half the tokenizer calls on SciFact
+        self._lengths: dict[str, int] = {}
         self._backend = None
         from tokenizers import Tokenizer
 
@@ -103,7 +106,12 @@ class Chunker:
         """Tokens the model will see (no special tokens), guarded by a character cap."""
         if not text:
             return 0
-        return max(self._n_tokens(text), math.ceil(len(text) / CHARS_PER_TOKEN_CAP))
+        n = self._lengths.get(text)
+        if n is None:
+            if len(self._lengths) > 50_000:  # only called outside chunk_document: stay bounded
+                self._lengths.clear()
+            n = self._lengths[text] = max(self._n_tokens(text), math.ceil(len(text) / CHARS_PER_TOKEN_CAP))
+        return n
 
     def _n_tokens(self, text: str) -> int:
         # the Rust tokenizer directly: the transformers wrapper costs a third more per call, and
@@ -156,8 +164,11 @@ class Chunker:
         Returns:
             A possibly empty list; the same input always yields the same chunks and ids.
         """
-        units = self._units(blocks)
-        packed = self._pack(units)
+        self._lengths.clear()
+        try:
+            packed = self._pack(self._units(blocks))
+        finally:
+            self._lengths.clear()
         chunks = []
         for seq, u in enumerate(packed):
             chunks.append(
