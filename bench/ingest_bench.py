@@ -13,6 +13,8 @@ time is not counted, as in shared/PEERS.md):
 4. 1% of documents touched (mtime moved, bytes equal), 1% edited, 1% deleted with full sync;
 5. peak RSS of the process after the full run (model, stores and pipeline; before the baseline).
 Targets (issue #2): ratio >= 0.8; unchanged re-run <= 3% of the full run with 0 encodes.
+Settings come from ``RAGOPS_*`` variables like the CLI's, e.g. the peers' setup in
+shared/PEERS.md: ``RAGOPS_CHUNK_SIZE=256 RAGOPS_EMBED_BATCH_SIZE=32 ... --beir DIR/cranfield --docs 1400``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def main() -> int:
         shutil.rmtree(args.out)
     corpus = args.out / "corpus"
     nbytes = build_corpus(corpus, args.docs, args.beir)
-    settings = Settings(
+    settings = Settings.from_env(  # RAGOPS_* variables apply, as for the CLI
         data_dir=args.out / "data", source=str(corpus), embed_precision=args.precision,
         **({"batch_size": args.batch_size} if args.batch_size else {}),
         **({"prepare_workers": args.prepare_workers} if args.prepare_workers is not None else {}),
@@ -144,8 +146,9 @@ def main() -> int:
 
     files = sorted(p for p in corpus.rglob("*.txt"))
     rng = random.Random(11)
-    sample = rng.sample(files, max(1, len(files) // 100))
-    touched, edited, deleted = sample[: len(sample) // 3 or 1], sample[len(sample) // 3 : 2 * len(sample) // 3], sample[2 * len(sample) // 3 :]
+    one_pct = max(1, len(files) // 100)
+    sample = rng.sample(files, 3 * one_pct)  # three disjoint 1% samples, as in shared/PEERS.md
+    touched, edited, deleted = sample[:one_pct], sample[one_pct : 2 * one_pct], sample[2 * one_pct :]
     for p in touched:
         st = p.stat()
         os.utime(p, (st.st_atime, st.st_mtime + 3600))
@@ -179,7 +182,8 @@ def main() -> int:
         ("RATIO pipeline / raw encode", f"{pipe_cps / raw_cps:.3f}   (target >= 0.8)"),
         ("unchanged re-run: share of full run", f"{rerun_s / full_s:.4f} ({rerun_s:.2f}s), encoded {rerun['encoded']}   (target <= 0.03, 0)"),
         (f"{len(touched)} touched (mtime only): share / encoded", f"{touch_s / full_s:.4f}, encoded {touch_run['encoded']}, parsed {touch_run['new'] + touch_run['changed']}"),
-        (f"{len(edited)} edited: share / encoded", f"{edit_s / full_s:.4f}, encoded {edit_run['encoded']} of {edit_run['chunks']} chunks re-chunked"),
+        (f"{len(edited)} edited: share / encoded", f"{edit_s / full_s:.4f} ({edit_s:.2f}s), encoded {edit_run['encoded']} of {edit_run['chunks']} chunks re-chunked"),
+        ("edited run: stages", ", ".join(f"{k} {v:.2f}" for k, v in edit_run["seconds"].items())),
         (f"{len(deleted)} deleted + full sync", f"{delete_s / full_s:.4f}, removed {delete_run['removed']}, "
                                                f"store counts {left} vs catalog {catalog_chunks}"),
         ("peak RSS of the full run (model included)", f"{rss_full:.0f} MB"),
