@@ -660,7 +660,9 @@ class Catalog:
             raise IndexSwapped(
                 "the live index version changed while this run was writing: "
                 + ", ".join(f"{s} wrote {c!r}, live is now {live.get(s)!r}" for s, c in sorted(moved.items()))
-                + "; nothing was recorded, the next run applies these documents to the live version"
+                + "; nothing was recorded. The next run that lists these documents applies them to the live "
+                "version: a CLI ingest, a full sync, or this Airflow run cleared (a scheduled run lists "
+                "only its own interval)"
             )
 
     def versions(self, index_name: str | None = None, store: str | None = None) -> list[dict]:
@@ -828,7 +830,8 @@ class Catalog:
         current = self.lock_holder(index_name) or {}
         raise IndexLocked(
             f"a re-index of {index_name!r} is already running: {current.get('holder')} (host {current.get('host')}, "
-            f"pid {current.get('pid')}, since {current.get('acquired_at')}, lock expires {current.get('expires_at')})"
+            f"pid {current.get('pid')}, since {current.get('acquired_at')}, lock expires {current.get('expires_at')}); "
+            f"if that run is dead: ragops unlock --holder {current.get('holder')}"
         )
 
     def release_lock(self, index_name: str, holder: str) -> bool:

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", type=int, default=None, help="version number (default: the newest retired one below the live)")
     rb.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
 
+    ul = sub.add_parser("unlock", help="release the re-index lock of a run that died (its unfinished versions become failed)")
+    ul.add_argument("--holder", default=None, help="release only if this run id holds it (see `ragops versions`)")
+    ul.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+
     dr = sub.add_parser("drift", help="config and embedding drift of the live index versions")
     dr.add_argument("--json", action="store_true", help="print drifted and reasons as JSON on the last line")
 
@@ -335,6 +339,21 @@ def cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_unlock(args: argparse.Namespace) -> dict[str, Any]:
+    from rag_ops.reindex import break_lock
+
+    result = break_lock(load_settings(), holder=args.holder)
+    if not args.json:
+        if not result["released"]:
+            print(f"no re-index lock is held on {result['index']!r}")
+        else:
+            print(
+                f"released the re-index lock of {result['index']!r} held by {result['holder']} since {result['acquired_at']}; "
+                f"marked failed: {', '.join(result['failed_versions']) or 'none'}"
+            )
+    return result
+
+
 def cmd_drift(args: argparse.Namespace) -> dict[str, Any]:
     from rag_ops.drift import check_index
 
@@ -390,7 +409,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 COMMANDS = {
     "ingest": cmd_ingest, "query": cmd_query, "status": cmd_status, "quarantine": cmd_quarantine, "verify": cmd_verify,
-    "eval": cmd_eval, "reindex": cmd_reindex, "versions": cmd_versions, "rollback": cmd_rollback, "drift": cmd_drift,
+    "eval": cmd_eval, "reindex": cmd_reindex, "versions": cmd_versions, "rollback": cmd_rollback, "unlock": cmd_unlock, "drift": cmd_drift,
     "plan-reindex": cmd_plan_reindex,
 }
 

@@ -105,8 +105,9 @@ class CatalogError(RagopsError):
 class IndexSwapped(RagopsError):
     """A re-index swapped another index version live while a run was writing the old one.
 
-    Not retryable for the same run: its writes went to the retired version; the next run
-    applies the same documents to the new live version (mostly from the embedding cache).
+    Not retryable for the same run: its writes went to the retired version; the next run that
+    lists the same documents (the CLI, a full sync, or the Airflow run cleared: a scheduled run
+    lists only its own interval) applies them to the new live version (mostly from the cache).
     """
 
 

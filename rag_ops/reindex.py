@@ -714,6 +714,51 @@ def abort(settings: Settings, ctx: dict[str, Any], error: str) -> None:
     log.error("re-index %r v%d failed, the live version keeps serving: %s", ctx["index"], ctx["version"], error)
 
 
+def break_lock(settings: Settings, holder: str | None = None) -> dict[str, Any]:
+    """Release the re-index lock of a run that died (``ragops unlock``).
+
+    The lock of a crashed re-index would otherwise hold until it expires
+    (``RAGOPS_REINDEX_LOCK_TTL_SECONDS``). Its unfinished versions (``building``/``gated``) are
+    marked ``failed``, so the next retention drops their collections; the live version is not
+    touched. Run it only when the holder (shown by ``ragops versions``) is really gone.
+
+    Args:
+        holder: release only if this run holds the lock (guards against breaking a newer run's).
+
+    Returns:
+        ``{"index", "released", "holder", "acquired_at", "failed_versions"}``.
+
+    Raises:
+        ConfigError: ``holder`` was given and another run holds the lock.
+    """
+    from rag_ops.catalog import utcnow
+
+    index = settings.collection
+    cat = open_catalog(settings)
+    try:
+        lock = cat.lock_holder(index)
+        if lock is None:
+            return {"index": index, "released": False, "holder": None, "acquired_at": None, "failed_versions": []}
+        if holder is not None and lock["holder"] != holder:
+            raise ConfigError(f"the re-index lock of {index!r} is held by {lock['holder']!r}, not {holder!r}; nothing released")
+        released = cat.release_lock(index, lock["holder"])
+        failed = []
+        for r in cat.versions(index):
+            if r["run_id"] == lock["holder"] and r["status"] in ("building", "gated"):
+                cat.update_version(
+                    index, r["store"], r["version"], status="failed",
+                    error=f"abandoned: its re-index lock was broken at {utcnow()} (ragops unlock)",
+                )
+                failed.append(f"{r['store']}:v{r['version']}")
+    finally:
+        cat.close()
+    log.warning(
+        "re-index lock of %r held by %s since %s broken; versions marked failed: %s",
+        index, lock["holder"], lock["acquired_at"], ", ".join(failed) or "none",
+    )
+    return {"index": index, "released": released, "holder": lock["holder"], "acquired_at": lock["acquired_at"], "failed_versions": failed}
+
+
 # ---------------------------------------------------------------------------- all in one
 def reindex(
     settings: Settings,

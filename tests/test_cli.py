@@ -177,3 +177,41 @@ def test_no_command_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert "usage" in proc.stderr.lower()
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- re-index lock
+def test_unlock_releases_a_dead_reindex_lock_and_fails_its_unfinished_versions(tmp_path):
+    """A re-index that died keeps its lock (until the TTL) and a 'building' version; `ragops
+    unlock` releases the lock, marks that version failed and leaves the live one alone."""
+    from rag_ops.catalog import Catalog
+    from rag_ops.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", source=str(tmp_path / "src"))
+    cat = Catalog(settings.catalog_db_url)
+    cat.migrate()
+    common = {"index_name": "ragops", "embedding_model": "m", "model_id": "m", "model_hash": "h", "chunk_size": 250,
+              "chunk_overlap": 32, "chunker_hash": "c"}
+    cat.add_version({**common, "store": "chroma", "version": 1, "collection": "ragops__v1", "status": "live"})
+    cat.add_version({**common, "store": "chroma", "version": 2, "collection": "ragops__v2", "status": "building",
+                     "run_id": "dead-run"})
+    cat.acquire_lock("ragops", "dead-run", ttl_seconds=3600)
+    cat.close()
+    env = cli_env(tmp_path / "data", tmp_path / "src")
+
+    wrong = ragops(env, "unlock", "--holder", "other-run", timeout=60)
+    assert wrong.returncode == 1 and "held by 'dead-run'" in wrong.stderr, wrong.stderr
+    out = last_json(ragops(env, "unlock", "--holder", "dead-run", "--json", timeout=60))
+    assert out["released"] is True and out["holder"] == "dead-run" and out["failed_versions"] == ["chroma:v2"]
+
+    versions = last_json(ragops(env, "versions", "--json", timeout=60))
+    assert versions["lock"] is None
+    assert [(v["version"], v["status"]) for v in versions["versions"]] == [(1, "live"), (2, "failed")]
+    assert "lock was broken" in versions["versions"][1]["error"]
+    again = ragops(env, "unlock", timeout=60)
+    assert again.returncode == 0 and "no re-index lock" in again.stdout
+    cat = Catalog(settings.catalog_db_url)
+    try:
+        cat.acquire_lock("ragops", "next-run", ttl_seconds=3600)  # a new re-index can start at once
+        assert cat.lock_holder("ragops")["holder"] == "next-run"
+    finally:
+        cat.close()
