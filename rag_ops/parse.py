@@ -59,6 +59,11 @@ def _configure_unstructured() -> None:
 
 
 SPACY_PREFIX_CHARS = 250
+# batched classification (_PrefixNLP.prime): at most this many paragraphs are held ready (a Doc
+# with its tok2vec tensor is ~25 KB: a bound of ~13 MB), read from at most the first
+# PRIME_CHARS characters of a document; beyond them unstructured's own calls run as before
+MAX_PRIMED = 512
+PRIME_CHARS = 200_000
 
 
 class _PrefixNLP:
@@ -98,7 +103,7 @@ class _PrefixNLP:
         with the same tags and sentences. Returns how many texts were run.
         """
         self._primed.clear()
-        keys = list(dict.fromkeys(t[: self.limit] for t in texts if t))
+        keys = list(dict.fromkeys(t[: self.limit] for t in texts if t))[:MAX_PRIMED]
         for key, doc in zip(keys, self.nlp.pipe(keys, batch_size=64)):
             self._primed[key] = doc
         return len(keys)
@@ -135,7 +140,7 @@ def classifier_texts(data: bytes, filename: str, max_chars: int | None = None) -
         if max_chars is not None and len(text) > max_chars:
             return []
         out = []
-        for part in _split_by_paragraph(auto_paragraph_grouper(text)):
+        for part in _split_by_paragraph(auto_paragraph_grouper(text[:PRIME_CHARS])):
             part = part.strip()
             if part and not part.isnumeric() and not _is_empty_bullet(part):
                 out.append(part)
@@ -155,8 +160,12 @@ def prime_classifier(texts: list[str]) -> int:
     _configure_unstructured()
     import unstructured.nlp.tokenize as tokenize
 
-    nlp = tokenize._get_nlp()
-    return nlp.prime(texts) if isinstance(nlp, _PrefixNLP) else 0
+    try:
+        nlp = tokenize._get_nlp()
+        return nlp.prime(texts) if isinstance(nlp, _PrefixNLP) else 0
+    except Exception as exc:  # noqa: BLE001 - an optimisation only: parsing then runs spaCy per paragraph
+        log.debug("batched classification skipped: %s", _short(exc))
+        return 0
 
 
 def extension_of(name: str) -> str:

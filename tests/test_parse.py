@@ -361,3 +361,15 @@ def test_classifier_texts_only_for_plain_text():
     assert classifier_texts(b"# Title\n\nBody", "a.md") == []
     assert classifier_texts(b"", "a.txt") == []
     assert classifier_texts(b"x" * 100, "a.txt", max_chars=10) == []
+
+
+def test_priming_holds_a_bounded_number_of_paragraphs():
+    """A huge text file must not make the primed set grow with it (a Doc is ~25 KB)."""
+    from rag_ops.parse import MAX_PRIMED, PRIME_CHARS, classifier_texts, prime_classifier
+
+    many = "\n\n".join(f"Paragraph {i} says the robot number {i} docks at bay {i}." for i in range(6000))
+    assert len(many) > PRIME_CHARS
+    texts = classifier_texts(many.encode(), "big.txt")
+    assert sum(len(t) + 2 for t in texts) <= PRIME_CHARS + 200  # only the start of the file is read
+    assert len(texts) > MAX_PRIMED
+    assert prime_classifier(texts) == MAX_PRIMED
