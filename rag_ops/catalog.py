@@ -8,6 +8,7 @@ file in the data dir) and PostgreSQL (``postgresql+psycopg://…``).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import random
@@ -21,9 +22,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import sqlalchemy as sa
 
 from rag_ops.errors import CatalogError
-
-# pg_advisory_xact_lock key that serialises catalog migrations (any fixed 64-bit number)
-_MIGRATION_LOCK_KEY = 0x7261676F7073
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +221,7 @@ class Catalog:
             # Writes start with BEGIN IMMEDIATE: the write lock is taken up front and waits for the
             # busy timeout, where a deferred transaction that reads and then writes can fail at
             # once with "database is locked" when another process wrote in between. Reads
-            # (``_read``) stay deferred, so they never wait for a writer (WAL).
+            # (``read``) stay deferred, so they never wait for a writer (WAL).
             sa.event.listen(self.engine, "begin", _sqlite_begin)
 
     @property
@@ -245,21 +243,21 @@ class Catalog:
         applied_now: list[str] = []
         try:
             with self.engine.begin() as conn:
-                self._migration_lock(conn)
+                self._advisory_lock(conn, "migrations")
                 conn.execute(
                     sa.text(
                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
                         " version VARCHAR(255) PRIMARY KEY, applied_at VARCHAR(32) NOT NULL)"
                     )
                 )
-            with self._read() as conn:
+            with self.read() as conn:
                 done = {r[0] for r in conn.execute(sa.text("SELECT version FROM schema_migrations"))}
             for path in sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql")):
                 version = path.stem
                 if version in done:
                     continue
                 with self.engine.begin() as conn:
-                    self._migration_lock(conn)
+                    self._advisory_lock(conn, "migrations")
                     already = conn.execute(
                         sa.text("SELECT 1 FROM schema_migrations WHERE version = :v"), {"v": version}
                     ).first()
@@ -277,16 +275,19 @@ class Catalog:
             raise CatalogError(f"catalog migration failed ({_safe_url(self.url)}): {_short(exc)}") from exc
         return applied_now
 
-    def _migration_lock(self, conn) -> None:
-        """Serialise migrations across processes (SQLite already holds its write lock: BEGIN IMMEDIATE)."""
+    def _advisory_lock(self, conn, name: str) -> None:
+        """Serialise the caller's write transaction with every other one holding ``name``, until it
+        ends. PostgreSQL: a transaction-level advisory lock; SQLite's writes already hold the
+        database's write lock (``BEGIN IMMEDIATE``)."""
         if self.dialect == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            key = int.from_bytes(hashlib.sha256(f"ragops {name}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     # ------------------------------------------------------------------ documents
     def documents_by_id(self, doc_ids: Iterable[str] | None = None) -> dict[str, DocumentRow]:
         """Documents by id (all of them when ``doc_ids`` is None)."""
         out: dict[str, DocumentRow] = {}
-        with self._read() as conn:
+        with self.read() as conn:
             if doc_ids is None:
                 rows = conn.execute(sa.select(documents)).mappings()
                 out = {r["doc_id"]: _doc(r) for r in rows}
@@ -302,14 +303,14 @@ class Catalog:
         stmt = sa.select(documents).where(documents.c.status != "deleted")
         if uri_prefix:
             stmt = stmt.where(documents.c.uri.startswith(uri_prefix, autoescape=True))
-        with self._read() as conn:
+        with self.read() as conn:
             rows = [_doc(r) for r in conn.execute(stmt).mappings()]
         # SQLite's LIKE ignores case: keep only exact (case-sensitive) prefix matches
         return {r.doc_id: r for r in rows if not uri_prefix or r.uri.startswith(uri_prefix)}
 
     def chunks_of(self, doc_ids: Sequence[str]) -> dict[str, list[ChunkRow]]:
         out: dict[str, list[ChunkRow]] = {}
-        with self._read() as conn:
+        with self.read() as conn:
             for i in range(0, len(doc_ids), 500):
                 stmt = sa.select(chunks).where(chunks.c.doc_id.in_(list(doc_ids[i : i + 500]))).order_by(chunks.c.seq)
                 for r in conn.execute(stmt).mappings():
@@ -317,12 +318,12 @@ class Catalog:
         return out
 
     def all_chunk_ids(self) -> set[str]:
-        with self._read() as conn:
+        with self.read() as conn:
             return {r[0] for r in conn.execute(sa.select(chunks.c.chunk_id))}
 
     def counts(self) -> dict[str, int]:
         """Live documents (indexed), failed documents, and chunks."""
-        with self._read() as conn:
+        with self.read() as conn:
             by_status = dict(
                 conn.execute(sa.select(documents.c.status, sa.func.count()).group_by(documents.c.status)).all()
             )
@@ -444,7 +445,7 @@ class Catalog:
 
     def quarantined(self) -> list[dict]:
         """Every quarantined document: doc_id, uri, stage, reason, content_hash, first/last seen."""
-        with self._read() as conn:
+        with self.read() as conn:
             stmt = sa.select(quarantine).order_by(quarantine.c.uri)
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
@@ -469,7 +470,7 @@ class Catalog:
                 self._upsert(conn, quality_results, rows, "result_id")
 
     def quality_results_of(self, run_id: str) -> list[dict]:
-        with self._read() as conn:
+        with self.read() as conn:
             stmt = sa.select(quality_results).where(quality_results.c.run_id == run_id)
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
@@ -519,7 +520,7 @@ class Catalog:
         where = [t.c.store == store, t.c.golden_set == golden_set]
         if collection is not None:
             where.append(t.c.collection == collection)
-        with self._read() as conn:
+        with self.read() as conn:
             last = conn.execute(
                 sa.select(t.c.run_id, sa.func.max(t.c.created_at).label("at"))
                 .where(*where)
@@ -548,7 +549,7 @@ class Catalog:
             stmt = stmt.where(t.c.golden_set == golden_set)
         if collection is not None:
             stmt = stmt.where(t.c.collection == collection)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = [dict(r) for r in conn.execute(stmt.order_by(t.c.created_at.desc()).limit(limit)).mappings()]
         return rows[::-1]
 
@@ -604,7 +605,7 @@ class Catalog:
         if collection is not None:
             stmt = stmt.where(t.c.collection == collection)
         stmt = stmt.order_by(t.c.created_at.desc(), t.c.report_id.desc()).limit(limit)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
         for r in rows:
             r["drifted"] = bool(r["drifted"])
@@ -642,7 +643,7 @@ class Catalog:
             )
 
     def last_runs(self, limit: int = 5) -> list[dict]:
-        with self._read() as conn:
+        with self.read() as conn:
             stmt = sa.select(runs).order_by(runs.c.started_at.desc()).limit(limit)
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
@@ -674,7 +675,7 @@ class Catalog:
         if store is not None:
             stmt = stmt.where(t.c.store == store)
         stmt = stmt.order_by(t.c.index_name, t.c.store, t.c.version)
-        with self._read() as conn:
+        with self.read() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
     def live_versions(self, index_name: str) -> dict[str, dict]:
@@ -709,8 +710,7 @@ class Catalog:
         index_name, store = row["index_name"], row["store"]
         try:
             with self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(f"index {index_name}")})
+                self._advisory_lock(conn, f"index {index_name}")
                 existing = conn.execute(
                     sa.select(t).where(t.c.index_name == index_name, t.c.store == store).order_by(t.c.version)
                 ).mappings().all()
@@ -774,7 +774,7 @@ class Catalog:
 
     def export_state(self) -> tuple[list[dict], list[dict]]:
         """Every documents and chunks row (what an index version holds), as dicts."""
-        with self._read() as conn:
+        with self.read() as conn:
             docs = [dict(r) for r in conn.execute(sa.select(documents)).mappings()]
             chunk_rows = [dict(r) for r in conn.execute(sa.select(chunks)).mappings()]
         return docs, chunk_rows
@@ -791,7 +791,7 @@ class Catalog:
         )
         if changed_after:
             stmt = stmt.where(documents.c.updated_at > changed_after)
-        with self._read() as conn:
+        with self.read() as conn:
             return [(r[0], r[1]) for r in conn.execute(stmt)]
 
     def acquire_lock(self, index_name: str, holder: str, ttl_seconds: float) -> None:
@@ -841,7 +841,7 @@ class Catalog:
 
     def lock_holder(self, index_name: str) -> dict | None:
         t = index_locks
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(sa.select(t).where(t.c.index_name == index_name)).mappings().first()
         return dict(row) if row else None
 
@@ -850,8 +850,6 @@ class Catalog:
         """A read-only connection (context manager); errors surface as CatalogError. On SQLite it
         never waits for a writer."""
         return _Guarded(self.engine)
-
-    _read = read
 
     def _upsert(self, conn, table: sa.Table, rows: list[dict], key: str) -> None:
         if not rows:
@@ -943,13 +941,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
                 time.sleep(0.05 + random.random() * 0.2)
     finally:
         cur.close()
-
-
-def _lock_key(name: str) -> int:
-    """A signed 64-bit advisory-lock key for ``name`` (PostgreSQL)."""
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"ragops {name}".encode()).digest()[:8], "big", signed=True)
 
 
 def split_sql(text: str) -> list[str]:

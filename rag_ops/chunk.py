@@ -164,7 +164,6 @@ class Chunker:
         Returns:
             A possibly empty list; the same input always yields the same chunks and ids.
         """
-        self._lengths.clear()
         try:
             packed = self._pack(self._units(blocks))
         finally:

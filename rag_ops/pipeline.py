@@ -426,7 +426,7 @@ def _read_ahead(docs: list[dict], src, settings: Settings, secs: Counter) -> dic
         size = entry.get("size") or 0
         if out and total + size > READ_AHEAD_BYTES:
             break
-        doc = SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
+        doc = _source_doc(entry)
         with _timed(secs, "read"):
             try:
                 data = src.read(doc, settings.max_document_bytes)
@@ -441,6 +441,11 @@ def _read_ahead(docs: list[dict], src, settings: Settings, secs: Counter) -> dic
         with _timed(secs, "parse"):
             prime_classifier(texts)
     return out
+
+
+def _source_doc(entry: dict) -> SourceDocument:
+    """The listing of a batch entry, as the source reads it."""
+    return SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
 
 
 def merge_prepared(parts: list[PreparedBatch]) -> PreparedBatch:
@@ -482,7 +487,7 @@ def _prepare_document(
     from rag_ops.clean import clean_blocks
     from rag_ops.parse import parse_document
 
-    doc = SourceDocument(**{k: entry[k] for k in ("uri", "size", "modified", "etag", "refused")})
+    doc = _source_doc(entry)
     base = {
         "doc_id": entry["doc_id"], "uri": doc.uri, "size": doc.size, "modified": doc.modified,
         "etag": doc.etag, "prev_stores": entry["prev_stores"],
@@ -1109,18 +1114,14 @@ def _init_gate_and_store_writer(settings: Settings, level: str) -> None:
     """
     import os
 
-    from rag_ops.logs import setup_logging
-
-    setup_logging(level)
     before = None
     with contextlib.suppress(OSError, AttributeError):
         before = os.getpriority(os.PRIO_PROCESS, 0)
         os.setpriority(os.PRIO_PROCESS, 0, 19)
+    _init_store_writer(settings, level)
     import great_expectations  # noqa: F401
 
     import rag_ops.quality  # noqa: F401
-    import rag_ops.stores.chroma  # noqa: F401
-    import rag_ops.stores.milvus  # noqa: F401
 
     if before is not None:
         with contextlib.suppress(OSError):

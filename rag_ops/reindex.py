@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from rag_ops.config import Settings
 from rag_ops.errors import BudgetExceeded, ConfigError, GateFailed, RagopsError
@@ -308,13 +308,20 @@ def _build_target(settings: Settings, ctx: dict[str, Any]) -> WriteTarget:
 def _ingest_all(settings: Settings, ctx: dict[str, Any], label: str, helper_processes: bool) -> dict[str, int]:
     from rag_ops.pipeline import ingest
 
-    totals: dict[str, int] = {k: 0 for k in ("new", "changed", "deleted", "failed", "chunks", "encoded", "cache_hits", "tokens_encoded")}
-    secs = 0.0
-    for i, src in enumerate(ctx["sources"]):
-        report = ingest(
+    return _record_and_total(settings, (
+        ingest(
             _build_settings(settings, ctx), source=src, full_sync=True, stores=ctx["stores"],
             run_id=f"{ctx['run_id']}__{label}{i}", target=_build_target(settings, ctx), helper_processes=helper_processes,
         )
+        for i, src in enumerate(ctx["sources"])
+    ))
+
+
+def _record_and_total(settings: Settings, reports: Iterable[dict]) -> dict[str, Any]:
+    """Record each run report of a build or catch-up (:func:`_record_run`) as it comes; their sums."""
+    totals: dict[str, Any] = {k: 0 for k in ("new", "changed", "deleted", "failed", "chunks", "encoded", "cache_hits", "tokens_encoded")}
+    secs = 0.0
+    for report in reports:
         for k in totals:
             totals[k] += int(report.get(k, 0))
         secs += float(report.get("encode_seconds") or 0)
@@ -378,15 +385,14 @@ def commit_build(settings: Settings, ctx: dict[str, Any]) -> dict[str, Any]:
     from rag_ops.pipeline import commit_run, plan_ref_for, quality_gate, upsert_store
 
     bs = _build_settings(settings, ctx)
-    totals: dict[str, Any] = {k: 0 for k in ("new", "changed", "deleted", "failed", "chunks", "encoded", "cache_hits")}
-    for i, _src in enumerate(ctx["sources"]):
-        ref = plan_ref_for(bs, f"{ctx['run_id']}__build{i}")
+
+    def commit(ref: str) -> dict:
         quality_gate(bs, ref)
-        results = [upsert_store(bs, store, ref) for store in ctx["stores"]]
-        report = commit_run(bs, ref, results)
-        _record_run(settings, report)
-        for k in totals:
-            totals[k] += int(report.get(k, 0))
+        return commit_run(bs, ref, [upsert_store(bs, store, ref) for store in ctx["stores"]])
+
+    totals = _record_and_total(
+        settings, (commit(plan_ref_for(bs, f"{ctx['run_id']}__build{i}")) for i in range(len(ctx["sources"])))
+    )
     _update(settings, ctx, encoded=totals["encoded"])
     log.info("re-index %r v%d built: %s", ctx["index"], ctx["version"], totals)
     return totals
