@@ -109,3 +109,24 @@ def _stop_milvus_lite_servers():
     except ImportError:  # pragma: no cover
         return
     server_manager_instance.release_all()
+
+
+def run_together(code: str, argvs: list[list[str]], *, delay: float = 4, timeout: float = 300) -> list[str]:
+    """Run ``python -c code`` once per argument list, all released at the same moment: each gets
+    the start time (epoch seconds) as its last argument and must wait for it. Asserts every
+    process exited 0; returns the last line each printed."""
+    import subprocess
+    import sys
+    import time
+
+    start = str(time.time() + delay)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, *argv, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in argvs
+    ]
+    lines = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err[-2000:]
+        lines.append(out.strip().splitlines()[-1])
+    return lines

@@ -11,6 +11,8 @@ from rag_ops import catalog as catalog_mod
 from rag_ops.catalog import Catalog, ChunkRow, DocumentRow
 from rag_ops.errors import CatalogError
 
+from conftest import run_together
+
 FIRST = "001_catalog"
 ALL = sorted(p.stem for p in catalog_mod.SQL_DIR.glob("[0-9][0-9][0-9]_*.sql"))
 
@@ -85,7 +87,7 @@ def test_migrate_applies_once_and_is_idempotent(db_url):
 _RACE = """
 import json, sys, time
 from rag_ops.catalog import Catalog
-url, start, run_id = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+url, run_id, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 c = Catalog(url)
 while time.time() < start:
     time.sleep(0.001)
@@ -99,21 +101,8 @@ c.close()
 def test_processes_migrating_a_fresh_catalog_at_once_all_succeed(db_url):
     """Airflow starts tasks of a backfill and of a scheduled run together on a new catalog: every
     process must get a migrated catalog (no "database is locked"), each file applied once."""
-    import subprocess
-    import sys
-    import time
-
-    start = time.time() + 4
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _RACE, db_url, str(start), f"race-{i}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(6)
-    ]
-    applied: list[str] = []
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-2000:]
-        applied += json.loads(out.strip().splitlines()[-1])
+    lines = run_together(_RACE, [[db_url, f"race-{i}"] for i in range(6)], timeout=180)
+    applied = [v for line in lines for v in json.loads(line)]
     assert sorted(applied) == ALL, "each migration must be applied by exactly one process"
     c = Catalog(db_url)
     try:

@@ -16,7 +16,7 @@ from rag_ops.pipeline import commit_run, discover, ingest, process_batch, qualit
 from rag_ops.stores import open_store
 from rag_ops.versions import live_collection, open_catalog
 
-from tests.conftest import write_corpus
+from tests.conftest import run_together, write_corpus
 
 MORE = {
     f"notes/note{i}.txt": (
@@ -95,21 +95,10 @@ def test_runs_starting_together_on_a_fresh_catalog_agree_on_version_1(catalog, t
     """A backfill and a scheduled run start together on a new index: both must write version 1
     (a second 'live' version registered by the loser made the first run's commit fail)."""
     import json
-    import subprocess
-    import sys
 
     url = request.getfixturevalue("pg_url") if catalog == "postgresql" else ""
-    start = time.time() + 6
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, str(tmp_path / "data"), url, str(start)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
-    targets = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
-        targets.append(json.loads(out.strip().splitlines()[-1]))
+    lines = run_together(_BOOTSTRAP, [[str(tmp_path / "data"), url]] * 4, delay=6)
+    targets = [json.loads(line) for line in lines]
     expected = {"collections": {"chroma": "ragops__v1", "milvus": "ragops__v1"}, "versions": {"chroma": 1, "milvus": 1}}
     assert targets == [expected] * 4
     settings = Settings(data_dir=tmp_path / "data", catalog_url=url)
