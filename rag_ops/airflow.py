@@ -49,13 +49,75 @@ def translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def settings_from_params(params: dict[str, Any]) -> Settings:
-    """Settings from the environment with the run's params on top (empty params keep defaults)."""
+# executors that run every task on this machine: embedded state (files) is fine with them
+LOCAL_EXECUTORS = {"LocalExecutor", "SequentialExecutor", "DebugExecutor"}
+
+
+def executor_names(raw: str) -> list[str]:
+    """Class names of the executors in Airflow's ``[core] executor`` value
+    (``CeleryExecutor``, ``LocalExecutor,KubernetesExecutor``, ``alias:path.to.Class``)."""
+    names = []
+    for part in raw.split(","):
+        part = part.strip()
+        if part:
+            names.append(part.rsplit(":", 1)[-1].rsplit(".", 1)[-1])
+    return names
+
+
+def distributed_executor() -> str:
+    """The first configured executor that may run a task on another host, or "" (all local)."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # an Airflow whose task SDK has no configuration module
+        from airflow.configuration import conf
+
+    raw = conf.get("core", "executor", fallback="LocalExecutor") or "LocalExecutor"
+    return next((n for n in executor_names(raw) if n not in LOCAL_EXECUTORS), "")
+
+
+def fetch_connection(conn_id: str):
+    """An Airflow connection's fields (any secrets backend), or None when it is not defined."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from rag_ops.config import Secret
+    from rag_ops.connections import ConnectionInfo
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return ConnectionInfo(
+        conn_type=conn.conn_type or "", host=conn.host or "", port=conn.port, login=conn.login or "",
+        password=Secret(conn.password or ""), schema=conn.schema or "", extra=dict(conn.extra_dejson or {}),
+    )
+
+
+def task_settings(**overrides: Any) -> Settings:
+    """The settings of a task: defaults < Airflow connections < ``RAGOPS_*`` variables < ``overrides``.
+
+    Raises:
+        ConfigError: the executor is a distributed one and some state is still a local file.
+    """
+    from rag_ops.connections import MAPPINGS, settings_from_connections
     from rag_ops.logs import quiet_library_noise
 
     quiet_library_noise()
+    base = load_settings()
+    found = settings_from_connections({k: getattr(base, k) for k in MAPPINGS}, fetch_connection)
+    if found:
+        log.info("settings from Airflow connections: %s", ", ".join(sorted(found)))  # names only, never values
+    settings = load_settings(fallbacks=found, **overrides)
+    executor = distributed_executor()
+    if executor:
+        settings.require_shared_state(executor)
+    return settings
+
+
+def settings_from_params(params: dict[str, Any]) -> Settings:
+    """Settings from the environment with the run's params on top (empty params keep defaults)."""
     stores = params.get("stores") or None
-    return load_settings(
+    return task_settings(
         source=params.get("source") or None,
         batch_size=params.get("batch_size") or None,
         stores=tuple(stores) if stores else None,
@@ -166,12 +228,9 @@ def commit_catalog(context: dict[str, Any], upsert_task_ids: list[str]) -> dict:
 # ---------------------------------------------------------------------------- rag_recall
 def recall_settings(params: dict[str, Any]) -> Settings:
     """Settings for the recall DAG: the environment, with the trigger form's overrides."""
-    from rag_ops.logs import quiet_library_noise
-
-    quiet_library_noise()
     stores = params.get("stores") or None
     floors = params.get("floors")
-    return load_settings(
+    return task_settings(
         stores=tuple(stores) if stores else None,
         recall_window=params.get("window") or None,
         recall_tolerance=params.get("tolerance"),
@@ -245,10 +304,7 @@ def request_reindex(context: dict[str, Any], result: dict[str, Any], asset: Any)
 
 
 def reindex_settings(params: dict[str, Any]) -> Settings:
-    from rag_ops.logs import quiet_library_noise
-
-    quiet_library_noise()
-    return load_settings()
+    return task_settings()
 
 
 def _triggering_reasons(context: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = PROJECT_ROOT / "samples" / "corpus"
 KNOWN_STORES = ("chroma", "milvus")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+EMBEDDING_CACHES = ("auto", "sqlite", "catalog")
 DRIFT_TESTS = ("classifier", "mmd", "centroid")  # the tests of rag_ops.drift
 DRIFT_RULES = ("any", "majority", "all", *DRIFT_TESTS)  # how their verdicts combine
 
@@ -57,14 +58,43 @@ def apply_privacy_env() -> None:
 apply_privacy_env()
 
 
-class Secret(str):
-    """A string that never shows itself in logs, reprs or error messages."""
+class Secret:
+    """A secret setting (a password, a token, a URL with credentials).
 
-    def __repr__(self) -> str:
-        return "Secret('***')" if self else "Secret('')"
+    Not a ``str`` on purpose: an f-string, ``%s``, ``str()``, ``repr()`` or ``format()`` of it
+    shows ``***``, so a log line or an error message can never print the value by accident.
+    The value is reachable only through :meth:`reveal`, where a client needs it.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: "str | Secret" = "") -> None:
+        self._value = value.reveal() if isinstance(value, Secret) else str(value)
 
     def reveal(self) -> str:
-        return str.__str__(self)
+        """The secret value itself: pass it to a client, never to a log or a message."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    def __str__(self) -> str:
+        return "***" if self._value else ""
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __reduce__(self):  # helper processes receive the settings pickled
+        return (Secret, (self._value,))
 
 
 def _default_data_dir() -> Path:
@@ -81,9 +111,14 @@ class Settings:
     source: str = str(SAMPLES_DIR)
     include: tuple[str, ...] = ("**/*",)
     exclude: tuple[str, ...] = ("**/.*", "**/.*/**", "**/~$*")
-    # S3 (credentials come from the standard AWS chain: env vars, profile, instance role)
+    # S3, for the source and the staging (empty keys: the standard AWS chain: env vars, profile, role)
     s3_endpoint_url: str = ""
     s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: Secret = Secret("")
+    # where tasks leave staged batches for each other: a folder (empty: data_dir/staging) or
+    # s3://bucket/prefix, which every worker of a distributed executor must use
+    staging_url: str = ""
     # catalog: empty means sqlite file in data_dir; else a SQLAlchemy URL (postgresql+psycopg://…)
     catalog_url: Secret = Secret("")
     # stores written by ingest, and the logical collection name
@@ -91,6 +126,8 @@ class Settings:
     collection: str = "ragops"
     chroma_host: str = ""  # empty: embedded PersistentClient under data_dir/chroma
     chroma_port: int = 8000
+    chroma_ssl: bool = False
+    chroma_token: Secret = Secret("")  # sent as "Authorization: Bearer <token>" to a Chroma server
     chroma_hnsw_m: int = 16
     chroma_hnsw_ef_construction: int = 200
     chroma_hnsw_ef_search: int = 200
@@ -103,6 +140,8 @@ class Settings:
     embedding_model: str = PACKAGED_MODEL  # a local model dir, or the packaged MiniLM
     embed_batch_size: int = 16  # measured here: 16 encodes faster than 32 and peaks ~60 MB lower
     embed_precision: str = "fp32"  # fp32 | bf16 (autocast on CPU; measure with bench/)
+    embedding_cache: str = "auto"  # auto (the catalog's database when it is a server, else sqlite) | sqlite | catalog
+    embedding_cache_url: Secret = Secret("")  # the cache's database when embedding_cache is catalog (empty: the catalog's)
     embed_threads: int = 0  # torch threads per encoding process; 0: cores / processes encoding at once
     # chunking (tokens of the embedding model's tokenizer; MiniLM reads 256 incl. 2 specials)
     chunk_size: int = 250
@@ -143,17 +182,20 @@ class Settings:
     reindex_budget_seconds: float = 0.0  # stop a re-index whose estimated encode time is longer (0: none)
     reindex_price_per_1k_tokens: float = 0.0  # shown as the estimated cost when > 0
     reindex_lock_ttl_seconds: int = 12 * 3600  # a re-index lock older than this is taken as stale
+    # Airflow connections read by the adapter (rag_ops/airflow.py) when they exist; a RAGOPS_*
+    # variable of the same setting wins over a connection
+    catalog_conn_id: str = "ragops_catalog"
+    chroma_conn_id: str = "chroma_default"
+    milvus_conn_id: str = "milvus_default"
+    aws_conn_id: str = "aws_default"
     # logging
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
-        if not isinstance(self.catalog_url, Secret):
-            object.__setattr__(self, "catalog_url", Secret(self.catalog_url))
-        if not isinstance(self.milvus_uri, Secret):
-            object.__setattr__(self, "milvus_uri", Secret(self.milvus_uri))
-        if not isinstance(self.milvus_token, Secret):
-            object.__setattr__(self, "milvus_token", Secret(self.milvus_token))
+        for f in fields(self):
+            if f.type == "Secret" and not isinstance(getattr(self, f.name), Secret):
+                object.__setattr__(self, f.name, Secret(getattr(self, f.name)))
         for name in ("stores", "include", "exclude", "languages", "recall_golden_dirs"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -202,6 +244,12 @@ class Settings:
             raise ConfigError(f"embed_threads must be >= 0 (0 = automatic). Got {self.embed_threads}.")
         if self.prepare_workers < 0:
             raise ConfigError(f"prepare_workers must be >= 0. Got {self.prepare_workers}.")
+        if self.embedding_cache not in EMBEDDING_CACHES:
+            raise ConfigError(f"embedding_cache must be one of {list(EMBEDDING_CACHES)}. Got {self.embedding_cache!r}.")
+        if self.staging_url.startswith("s3://") and len(self.staging_url) <= len("s3://"):
+            raise ConfigError(f"staging_url must be a folder or s3://bucket/prefix. Got {self.staging_url!r}.")
+        if "://" in self.staging_url and not self.staging_url.startswith("s3://"):
+            raise ConfigError(f"staging_url must be a folder or s3://bucket/prefix. Got {self.staging_url!r}.")
         if self.embed_precision not in ("fp32", "bf16"):
             raise ConfigError(f"embed_precision must be fp32 or bf16. Got {self.embed_precision!r}.")
         if not 3 <= len(self.collection) <= 60 or not self.collection.replace("_", "").isalnum():
@@ -267,8 +315,51 @@ class Settings:
         return self.milvus_uri.reveal() or str(self.data_dir / "milvus.db")
 
     @property
-    def staging_dir(self) -> Path:
-        return self.data_dir / "staging"
+    def milvus_is_server(self) -> bool:
+        """Whether Milvus is a server (a URI), not a Milvus Lite file."""
+        return self.milvus_target.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    @property
+    def staging_root(self) -> str:
+        """Where staged runs live: ``staging_url``, or the folder ``data_dir/staging``."""
+        if self.staging_url.startswith("s3://"):
+            return self.staging_url.rstrip("/")
+        return str(Path(self.staging_url).expanduser().absolute() if self.staging_url else self.data_dir / "staging")
+
+    @property
+    def catalog_is_server(self) -> bool:
+        """Whether the catalog is a server database (every worker reaches it), not a SQLite file."""
+        return not self.catalog_db_url.startswith("sqlite")
+
+    @property
+    def cache_db_url(self) -> str:
+        """The database holding the embedding cache table when the backend is ``catalog`` (secret)."""
+        return self.embedding_cache_url.reveal() or self.catalog_db_url
+
+    @property
+    def cache_backend(self) -> str:
+        """``sqlite`` (a file in the data dir) or ``catalog`` (a table in a SQL database, shared)."""
+        if self.embedding_cache == "auto":
+            return "sqlite" if self.cache_db_url.startswith("sqlite") else "catalog"
+        return self.embedding_cache
+
+    def embedded_state(self) -> list[tuple[str, str]]:
+        """(setting, what) of every piece of state these settings keep on this machine's disk.
+
+        Empty when every task may run on any host: server catalog and stores, staging in S3.
+        """
+        out = []
+        if not self.catalog_is_server:
+            out.append(("RAGOPS_CATALOG_URL", "the catalog is a SQLite file"))
+        if self.cache_backend == "sqlite":
+            out.append(("RAGOPS_EMBEDDING_CACHE", "the embedding cache is a SQLite file"))
+        if "chroma" in self.stores and not self.chroma_host:
+            out.append(("RAGOPS_CHROMA_HOST", "Chroma is an embedded directory"))
+        if "milvus" in self.stores and not self.milvus_is_server:
+            out.append(("RAGOPS_MILVUS_URI", "Milvus is a Milvus Lite file"))
+        if not self.staging_url.startswith("s3://"):
+            out.append(("RAGOPS_STAGING_URL", "staging is a local folder"))
+        return out
 
     @property
     def model_path(self) -> str:
@@ -314,6 +405,29 @@ class Settings:
             out[f.name] = value
         return out
 
+    def require_shared_state(self, executor: str) -> None:
+        """Refuse to run on a distributed executor while any state is a file of this machine.
+
+        Raises:
+            ConfigError: naming every setting to change (never a silent split of state across hosts).
+        """
+        local = self.embedded_state()
+        if local:
+            raise ConfigError(
+                f"Airflow runs tasks with {executor}, on any worker, but ragops would keep state on the disk of "
+                "whichever worker runs a task: " + "; ".join(f"{what} (set {name})" for name, what in local)
+                + ". Point these settings (or the Airflow connections ragops_catalog, chroma_default, "
+                "milvus_default, aws_default) at services every worker reaches: a PostgreSQL catalog, a Chroma server, "
+                "a Milvus server and s3:// staging."
+            )
+
+    def with_catalog(self, url: str) -> Settings:
+        """A copy whose catalog is ``url`` (a version's or a golden set's own) while the embedding
+        cache stays where it is (a vector encoded for one is a hit for all)."""
+        if self.cache_backend == "catalog":
+            return self.replace(catalog_url=url, embedding_cache="catalog", embedding_cache_url=self.cache_db_url)
+        return self.replace(catalog_url=url, embedding_cache="sqlite")
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated again)."""
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -321,10 +435,13 @@ class Settings:
 
     # ---------------------------------------------------------------- environment
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``RAGOPS_*`` variables, then explicit overrides."""
+    def from_env(
+        cls, environ: dict[str, str] | None = None, fallbacks: dict[str, Any] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, then ``fallbacks`` (Airflow connections), then ``RAGOPS_*`` variables, then
+        explicit overrides."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(fallbacks or {})
         for f in fields(cls):
             raw = env.get(f"RAGOPS_{f.name.upper()}")
             if raw is None or raw == "":
@@ -364,6 +481,7 @@ def _coerce(name: str, type_name: Any, raw: str) -> Any:
     return raw
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with explicit overrides (e.g. DAG params) on top."""
-    return Settings.from_env(**overrides)
+def load_settings(fallbacks: dict[str, Any] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. DAG params) on top and
+    ``fallbacks`` (e.g. Airflow connections) below."""
+    return Settings.from_env(fallbacks=fallbacks, **overrides)

@@ -357,7 +357,7 @@ def _one_per_document(settings: Settings, pairs: list[tuple[str, str]], model_id
     """
     import hashlib
 
-    from rag_ops.embed import EmbeddingCache
+    from rag_ops.cache import open_cache
 
     pick: dict[str, tuple[str, str]] = {}
     for doc_id, text_hash in pairs:
@@ -367,7 +367,7 @@ def _one_per_document(settings: Settings, pairs: list[tuple[str, str]], model_id
     # rows in text-hash order: the same texts give the same sample and the same report
     # wherever the files live (document ids come from paths; the tests' folds follow row order)
     hashes = sorted(pick[d][1] for d in pick)
-    cache = EmbeddingCache(settings.cache_path)
+    cache = open_cache(settings)
     try:
         found = cache.get_many(model_id, hashes)
     finally:

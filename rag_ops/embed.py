@@ -1,16 +1,13 @@
 """Texts -> normalised vectors, batched, with a durable embedding cache.
 
-The cache is keyed by (model id, sha256 of the chunk text), so an unchanged chunk is never
-encoded twice: not on a re-run, not after an edit elsewhere in its document, not when a
-re-index writes a fresh collection with the same model. It is a SQLite file in the data dir
-(WAL mode, safe for the parallel processes of Airflow's mapped tasks).
+The cache (:mod:`rag_ops.cache`) is keyed by (model id, sha256 of the chunk text), so an
+unchanged chunk is never encoded twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rag_ops.cache import EmbeddingCache, SqliteCache, open_cache  # noqa: F401 - re-exported
 from rag_ops.errors import EmbeddingError
 
 if TYPE_CHECKING:
@@ -52,59 +50,6 @@ def load_model(model_path: str):
                 ) from exc
             log.info("loaded embedding model from %s in %.1fs", model_path, time.perf_counter() - t0)
         return _MODELS[model_path]
-
-
-class EmbeddingCache:
-    """(model id, text hash) -> float32 vector, in SQLite."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._conn = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings ("
-                " model_id TEXT NOT NULL, text_hash TEXT NOT NULL, dim INTEGER NOT NULL,"
-                " vector BLOB NOT NULL, PRIMARY KEY (model_id, text_hash))"
-            )
-            self._conn.commit()
-
-    def get_many(self, model_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
-        """The cached vectors among ``hashes``."""
-        found: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(hashes))
-        with self._lock:
-            for i in range(0, len(unique), 500):
-                part = unique[i : i + 500]
-                marks = ",".join("?" * len(part))
-                rows = self._conn.execute(
-                    f"SELECT text_hash, vector FROM embeddings WHERE model_id = ? AND text_hash IN ({marks})",
-                    [model_id, *part],
-                ).fetchall()
-                for h, blob in rows:
-                    found[h] = np.frombuffer(blob, dtype=np.float32)
-        return found
-
-    def put_many(self, model_id: str, items: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO embeddings (model_id, text_hash, dim, vector) VALUES (?, ?, ?, ?)",
-                [(model_id, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()],
-            )
-            self._conn.commit()
-
-    def count(self, model_id: str | None = None) -> int:
-        with self._lock:
-            if model_id is None:
-                return self._conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-            return self._conn.execute("SELECT COUNT(*) FROM embeddings WHERE model_id = ?", [model_id]).fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
 
 @dataclass

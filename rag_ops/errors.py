@@ -16,6 +16,8 @@
     ├── RecallRegression             retrieval recall fell below its baseline or floor (rag_ops.evaluate)
     ├── StoreError                   a vector store refused or could not be reached (retryable)
     ├── CatalogError                 the SQL catalog failed
+    ├── StagingError                 staged files could not be written or read (retryable)
+    │   └── StagingMissing           a staged file is not there (not retryable)
     ├── IndexSwapped                 a re-index swapped versions while a run wrote the old one
     ├── IndexLocked                  another re-index of the index is running (fail fast)
     ├── BudgetExceeded               a re-index's estimate is over its budget (nothing encoded)
@@ -100,6 +102,18 @@ class CatalogError(RagopsError):
     """The SQL catalog failed."""
 
     retryable = True
+
+
+class StagingError(RagopsError):
+    """Staged files (plans, batches, chunks, vectors) could not be written or read."""
+
+    retryable = True
+
+
+class StagingMissing(StagingError):
+    """A staged file is not there: the task that writes it did not run (or its run was cleaned)."""
+
+    retryable = False
 
 
 class IndexSwapped(RagopsError):

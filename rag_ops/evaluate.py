@@ -405,8 +405,8 @@ def beir_settings(settings: Settings, golden: GoldenSet | str | Path, collection
         raise ConfigError(f"a BEIR golden set cannot be named {name!r}: the name is reserved for the synthetic set")
     root = settings.data_dir / "golden" / slug
     coll = collection or beir_collection_name(name)
-    return settings.replace(
-        collection=coll, source=str(root / "corpus"), catalog_url=f"sqlite:///{root / 'catalog' / (coll + '.db')}"
+    return settings.replace(collection=coll, source=str(root / "corpus")).with_catalog(
+        f"sqlite:///{root / 'catalog' / (coll + '.db')}"
     )
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from rag_ops.config import Settings
@@ -46,6 +45,9 @@ from rag_ops.versions import (
     live_target,
     open_catalog,
     physical_name,
+    drop_state,
+    reset_state,
+    state_db_url,
     state_url,
 )
 
@@ -90,7 +92,7 @@ def plan_reindex(settings: Settings, stores: Sequence[str] | None = None, catalo
         without a price), ``total_chunks``, ``documents``, ``tokens_per_second`` and where it
         comes from, ``exact``, ``model_id``.
     """
-    from rag_ops.embed import EmbeddingCache
+    from rag_ops.cache import open_cache
 
     own = catalog is None
     cat = catalog or open_catalog(settings)
@@ -105,7 +107,7 @@ def plan_reindex(settings: Settings, stores: Sequence[str] | None = None, catalo
         same_chunker = live_settings.chunker_fingerprint == settings.chunker_fingerprint
         if same_chunker:
             by_hash = {c["text_hash"]: int(c["tokens"] or 0) for c in chunk_rows}
-            cache = EmbeddingCache(settings.cache_path)
+            cache = open_cache(settings)
             try:
                 cached = cache.get_many(model_id, list(by_hash))
             finally:
@@ -249,7 +251,7 @@ def begin(
             version = 1 + max((r["version"] for r in cat.versions(index) if r["store"] in stores), default=0)
             config = build_config(settings)
             url = state_url(settings, index, version)
-            Path(url.split("sqlite:///", 1)[1]).unlink(missing_ok=True)  # a failed earlier attempt's state
+            reset_state(settings, url)  # a failed earlier attempt's state
             for store in stores:
                 cat.add_version(
                     {
@@ -294,7 +296,7 @@ def _sources(settings: Settings) -> list[str]:
 
 
 def _build_settings(settings: Settings, ctx: dict[str, Any]) -> Settings:
-    return settings.replace(catalog_url=ctx["state_url"])
+    return settings.with_catalog(state_db_url(settings, ctx["state_url"]))
 
 
 def _build_target(settings: Settings, ctx: dict[str, Any]) -> WriteTarget:
@@ -429,7 +431,7 @@ def check(settings: Settings, ctx: dict[str, Any]) -> dict[str, Any]:
     from rag_ops.catalog import Catalog
     from rag_ops.stores import open_store
 
-    state = Catalog(ctx["state_url"])
+    state = Catalog(state_db_url(settings, ctx["state_url"]))
     try:
         expected = state.all_chunk_ids()
         docs = state.counts()["documents"]
@@ -599,7 +601,7 @@ def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False
     from rag_ops.stores import embedded_write_lock, open_store
 
     last = catch_up(settings, ctx, helper_processes)
-    state = Catalog(ctx["state_url"])
+    state = Catalog(state_db_url(settings, ctx["state_url"]))
     try:
         new_state = state.export_state()
     finally:
@@ -637,7 +639,7 @@ def swap(settings: Settings, ctx: dict[str, Any], helper_processes: bool = False
     finally:
         cat.close()
     if full:  # its state is the catalog's now
-        Path(ctx["state_url"].split("sqlite:///", 1)[1]).unlink(missing_ok=True)
+        drop_state(settings, ctx["state_url"])
     for bs, cand in _golden_candidates(settings, ctx):  # golden sets' collections follow the model
         swap(bs, cand)
         retire(bs, cand)
@@ -652,9 +654,9 @@ def _save_state(settings: Settings, cat, index: str, retiring: int, by: int) -> 
     """Copy the catalog's document/chunk state (the retiring version's) to a file; its URL."""
     from rag_ops.catalog import Catalog
 
-    url = state_url(settings, index, retiring).replace(".db", f"_retired_by_v{by}.db")
-    Path(url.split("sqlite:///", 1)[1]).unlink(missing_ok=True)
-    keep = Catalog(url)
+    url = state_url(settings, index, retiring, suffix=f"_retired_by_v{by}")
+    reset_state(settings, url)
+    keep = Catalog(state_db_url(settings, url))
     try:
         keep.migrate()
         keep.import_state(*cat.export_state())
@@ -688,10 +690,10 @@ def retire(settings: Settings, ctx: dict[str, Any] | None = None, keep: int | No
                 with embedded_write_lock(store, settings), open_store(store, settings, collection=r["collection"]) as st:
                     st.drop()
                 cat.update_version(index, store, r["version"], dropped_at=utcnow(), state_url=None)
-                if r["state_url"] and r["state_url"].startswith("sqlite:///"):
+                if r["state_url"]:
                     still = any(x["state_url"] == r["state_url"] for x in cat.versions(index) if not x["dropped_at"])
                     if not still:
-                        Path(r["state_url"].split("sqlite:///", 1)[1]).unlink(missing_ok=True)
+                        drop_state(settings, r["state_url"])
                 dropped.append(f"{store}:{r['collection']}")
         if ctx:
             cat.release_lock(index, ctx["run_id"])
@@ -846,7 +848,7 @@ def rollback(settings: Settings, to: int | None = None) -> dict[str, Any]:
             url = next((r["state_url"] for r in rows.values() if r["state_url"]), None)
             if url is None:
                 raise ConfigError(f"version {to} of {index!r} has no saved state to roll back to")
-            saved = Catalog(url)
+            saved = Catalog(state_db_url(settings, url))
             try:
                 state = saved.export_state()
             finally:

@@ -221,11 +221,69 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any] | None) -> Set
     return settings.replace(**changes) if changes else settings
 
 
-def state_url(settings: Settings, index_name: str, version: int) -> str:
-    """Where a version's document/chunk state lives while it is not live (a SQLite file in the data dir)."""
-    path = settings.data_dir / "versions" / index_name / f"v{version}.db"
+def state_url(settings: Settings, index_name: str, version: int, suffix: str = "") -> str:
+    """Where a version's document/chunk state lives while it is not live, as recorded in the catalog.
+
+    With a SQLite catalog, a SQLite file in the data dir (``sqlite:///…``). With a server catalog,
+    a schema of the catalog's database (``schema:<name>``), so that every worker of a distributed
+    executor reaches it; the recorded form names no host and no password
+    (:func:`state_db_url` turns it into a URL to open).
+    """
+    if settings.catalog_is_server:
+        import sqlalchemy as sa
+
+        # catalogs sharing a database (other schemas, other deployments) get states of their own
+        where = sa.engine.make_url(settings.catalog_db_url).render_as_string(hide_password=True)
+        tag = hashlib.sha256(where.encode()).hexdigest()[:6]
+        name = f"ragops_state_{index_name}_v{version}{suffix}_{tag}".lower()
+        if len(name) > 63:  # PostgreSQL's identifier limit
+            digest = hashlib.sha256(index_name.encode()).hexdigest()[:12]
+            name = f"ragops_state_{digest}_v{version}{suffix}_{tag}".lower()[:63]
+        return f"schema:{name}"
+    path = settings.data_dir / "versions" / index_name / f"v{version}{suffix}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def state_db_url(settings: Settings, recorded: str) -> str:
+    """A SQLAlchemy URL that opens a recorded version state (secret: it may carry the password)."""
+    if not recorded.startswith("schema:"):
+        return recorded
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(settings.catalog_db_url)
+    options = f"-csearch_path={recorded[len('schema:'):]}"
+    return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def reset_state(settings: Settings, recorded: str) -> None:
+    """Empty a version state (a failed earlier attempt's) so it can be built afresh."""
+    drop_state(settings, recorded)
+    if recorded.startswith("schema:"):
+        _schema_ddl(settings, f'CREATE SCHEMA IF NOT EXISTS "{recorded[len("schema:"):]}"')
+
+
+def drop_state(settings: Settings, recorded: str | None) -> None:
+    """Remove a version state: its SQLite file, or its schema with every table in it."""
+    if not recorded:
+        return
+    if recorded.startswith("schema:"):
+        _schema_ddl(settings, f'DROP SCHEMA IF EXISTS "{recorded[len("schema:"):]}" CASCADE')
+    elif recorded.startswith("sqlite:///"):
+        Path(recorded.split("sqlite:///", 1)[1]).unlink(missing_ok=True)
+
+
+def _schema_ddl(settings: Settings, statement: str) -> None:
+    import sqlalchemy as sa
+
+    from rag_ops.catalog import Catalog
+
+    cat = Catalog(settings.catalog_db_url)
+    try:
+        with cat.engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    finally:
+        cat.close()
 
 
 def describe(rows: list[dict]) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ import pytest
 
 import rag_ops.sources.local as local_source
 from rag_ops.catalog import Catalog
-from rag_ops.embed import EmbeddingCache
+from rag_ops.cache import SqliteCache
 from rag_ops.identity import doc_id_for
 from rag_ops.pipeline import commit_run, discover, ingest, process_batch, quality_gate, upsert_store
 from rag_ops.stores import open_store
@@ -579,7 +579,7 @@ def test_duplicate_content_under_two_names_is_encoded_once(settings, corpus):
     # (batch_size=2 puts the two files in different batches) or the in-batch de-duplication
     assert report["encoded"] == len(distinct), (report["encoded"], len(distinct), report["cache_hits"])
     assert report["encoded"] + report["cache_hits"] <= report["chunks"]
-    cache = EmbeddingCache(settings.cache_path)
+    cache = SqliteCache(settings.cache_path)
     try:
         assert cache.count() == len(distinct)
     finally:

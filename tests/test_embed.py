@@ -7,7 +7,8 @@ import pytest
 
 from rag_ops.catalog import Catalog
 from rag_ops.config import Settings
-from rag_ops.embed import Embedder, EmbeddingCache
+from rag_ops.cache import SqliteCache
+from rag_ops.embed import Embedder
 from rag_ops.errors import EmbeddingError
 from rag_ops.identity import text_hash
 from rag_ops.pipeline import ingest
@@ -47,7 +48,7 @@ def spy(embedder, monkeypatch):
 
 @pytest.fixture
 def cache(tmp_path):
-    c = EmbeddingCache(tmp_path / "c.db")
+    c = SqliteCache(tmp_path / "c.db")
     yield c
     c.close()
 
@@ -121,11 +122,11 @@ def test_duplicate_texts_in_one_call_are_encoded_once(embedder, cache, spy):
 
 def test_cache_is_durable_across_cache_objects(embedder, tmp_path, spy):
     path = tmp_path / "c.db"
-    c1 = EmbeddingCache(path)
+    c1 = SqliteCache(path)
     first = embedder.embed(TEXTS, hashes(TEXTS), c1)
     c1.close()
 
-    c2 = EmbeddingCache(path)
+    c2 = SqliteCache(path)
     try:
         assert c2.count(embedder.model_id) == len(TEXTS)
         again = embedder.embed(TEXTS, hashes(TEXTS), c2)
@@ -199,7 +200,7 @@ def test_bad_model_path_raises_embedding_error_naming_it(tmp_path, kind):
         emb.encode(["hello"])
     assert str(path) in str(info.value)
     with pytest.raises(EmbeddingError):  # via embed, too, and nothing cached
-        cache = EmbeddingCache(tmp_path / "c.db")
+        cache = SqliteCache(tmp_path / "c.db")
         try:
             emb.embed(["hello"], hashes(["hello"]), cache)
         finally:

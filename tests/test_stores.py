@@ -1,7 +1,12 @@
 """The VectorStore contract, run against every backend.
 
-Real Chroma (PersistentClient) and real Milvus Lite on tmp_path; the real packaged model for the
+Real Chroma (PersistentClient) and real Milvus Lite on tmp_path, and the same cases against a real
+Chroma server (``chroma run``) and a real Milvus server (``milvus-lite server``, Milvus' gRPC
+API) started on loopback for the session (tests/servers.py); the real packaged model for the
 LangChain compatibility test. Small random dim-8 vectors keep the bulk tests fast.
+
+On a shared server every test uses collections of its own (a unique index name, dropped
+afterwards), so tests never see each other's data.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +25,18 @@ import pytest
 from rag_ops.config import Settings
 from rag_ops.errors import StoreError
 from rag_ops.stores import Hit, StoredChunk, open_store
+from tests.servers import chroma_server, milvus_server
+from tests.servers import (  # noqa: F401 - session fixtures: one server of each kind per session, started on first use
+    chroma_server_info,
+    chroma_server_url,
+    milvus_server_info,
+    milvus_server_uri,
+)
 
-STORES = ["chroma", "milvus"]
+STORES = ["chroma", "milvus"]  # the backends
+# how a backend is reached: embedded (Chroma dir, Milvus Lite file) or through a server
+KINDS = ["chroma", "milvus", "chroma-server", "milvus-server"]
+SERVER_URL_FIXTURE = {"chroma": "chroma_server_url", "milvus": "milvus_server_uri"}
 DIM = 8
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,14 +71,80 @@ def closed_port() -> int:
     return port
 
 
-@pytest.fixture(params=STORES)
-def store_name(request) -> str:
+def backend(kind: str) -> str:
+    return kind.split("-")[0]
+
+
+def server_settings(name: str, url: str, data_dir: Path, **kwargs) -> Settings:
+    """Settings that point store ``name`` at the server at ``url`` (http://127.0.0.1:N)."""
+    if name == "chroma":
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        return Settings(data_dir=data_dir, chroma_host=host, chroma_port=int(port), **kwargs)
+    return Settings(data_dir=data_dir, milvus_uri=url, **kwargs)
+
+
+def drop_server_collections(name: str, url: str, prefix: str) -> None:
+    """Drop every collection whose name starts with ``prefix`` on the server (test cleanup)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    if name == "chroma":
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        client = chromadb.HttpClient(host=host, port=int(port), settings=ChromaSettings(anonymized_telemetry=False))
+        for c in client.list_collections():
+            cname = c if isinstance(c, str) else c.name
+            if cname.startswith(prefix):
+                client.delete_collection(cname)
+    else:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=url, timeout=10)
+        try:
+            for cname in client.list_collections():
+                if cname.startswith(prefix):
+                    for alias in client.list_aliases(collection_name=cname).get("aliases", []):
+                        client.drop_alias(alias)
+                    client.drop_collection(cname)
+        finally:
+            client.close()
+
+
+def settings_for(kind: str, request, data_dir: Path, collection: str = "ragops") -> Settings:
+    """Settings for one test on store ``kind``. On a server the index gets a name unique to this
+    test (``<collection>_<hex>``), whose collections are dropped when the test ends."""
+    name = backend(kind)
+    if not kind.endswith("-server"):
+        return Settings(data_dir=data_dir, collection=collection)
+    url = request.getfixturevalue(SERVER_URL_FIXTURE[name])  # started on first use only
+    unique = f"{collection}_{uuid.uuid4().hex[:10]}"
+    request.addfinalizer(lambda: drop_server_collections(name, url, unique))
+    return server_settings(name, url, data_dir, collection=unique)
+
+
+def settings_kwargs(settings: Settings) -> dict:
+    """What another process needs to rebuild ``settings`` (store location and index name)."""
+    return {
+        "data_dir": str(settings.data_dir),
+        "collection": settings.collection,
+        "chroma_host": settings.chroma_host,
+        "chroma_port": settings.chroma_port,
+        "milvus_uri": settings.milvus_uri.reveal(),
+    }
+
+
+@pytest.fixture(params=KINDS)
+def store_kind(request) -> str:
     return request.param
 
 
 @pytest.fixture
-def store_settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+def store_name(store_kind) -> str:
+    return backend(store_kind)
+
+
+@pytest.fixture
+def store_settings(store_kind, request, tmp_path) -> Settings:
+    return settings_for(store_kind, request, tmp_path / "data")
 
 
 @pytest.fixture
@@ -257,6 +339,7 @@ def test_drop(store):
 
 
 def test_data_persists_across_close_and_reopen(store_name, store_settings):
+    # embedded: the files keep the data; server: the server keeps it for a new connection
     chunks = make_chunks(40, docs=8)
     vectors = unit_vectors(40, seed=5)
     first = open_store(store_name, store_settings)
@@ -287,7 +370,7 @@ def test_collection_written_by_another_process_is_readable(store_name, store_set
         v = rng.normal(size=(12, {DIM})).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         chunks = [StoredChunk(f"p{{i}}", f"text {{i}}", f"d{{i % 3}}", "file:///p.txt", i) for i in range(12)]
-        with open_store({store_name!r}, Settings(data_dir={str(store_settings.data_dir)!r})) as s:
+        with open_store({store_name!r}, Settings(**{settings_kwargs(store_settings)!r})) as s:
             assert s.upsert(chunks, v) == 12
         """
     )
@@ -322,14 +405,41 @@ def test_drop_through_another_store_object_is_seen(store_name, store_settings):
 
 
 def test_collections_are_separate(store_name, store_settings):
-    with open_store(store_name, store_settings, collection="alpha") as a, open_store(
-        store_name, store_settings, collection="beta"
+    alpha, beta = f"{store_settings.collection}_alpha", f"{store_settings.collection}_beta"
+    with open_store(store_name, store_settings, collection=alpha) as a, open_store(
+        store_name, store_settings, collection=beta
     ) as b:
         a.upsert(make_chunks(3, prefix="a"), unit_vectors(3))
         b.upsert(make_chunks(5, prefix="b"), unit_vectors(5))
         assert a.count() == 3 and b.count() == 5
         b.drop()
         assert a.count() == 3 and a.all_ids() == {"a0", "a1", "a2"}
+
+
+# ---------------------------------------------------------------------------------- server restart
+@pytest.mark.parametrize("name", STORES)
+def test_server_keeps_data_across_a_restart(name, tmp_path):
+    # The server counterpart of reopening embedded files: a server stopped and started again
+    # over the same data dir (a redeploy: stopped gracefully) still serves what was written.
+    # A private server, not the session's: stopping that one would break the other tests.
+    start = {"chroma": chroma_server, "milvus": milvus_server}[name]
+    chunks = make_chunks(40, docs=8)
+    vectors = unit_vectors(40, seed=7)
+    with start(tmp_path / "first") as srv:
+        data_dir = srv.data_dir
+        settings = server_settings(name, srv.url, tmp_path / "data")
+        with open_store(name, settings) as store:
+            assert store.upsert(chunks, vectors) == 40
+    with start(tmp_path / "second", data_dir=data_dir) as srv:
+        settings = server_settings(name, srv.url, tmp_path / "data")
+        with open_store(name, settings) as store:
+            assert store.exists()
+            assert store.count() == 40
+            assert store.all_ids() == {c.id for c in chunks}
+            top = store.query(vectors[9], k=1)[0]
+            assert (top.id, top.text, top.doc_id) == ("c9", "text 9", "d1")
+            assert store.delete_docs(["d0"]) == 5
+            assert store.count() == 35
 
 
 # ---------------------------------------------------------------------------------- store down
@@ -404,9 +514,10 @@ def lc_embeddings(embedder):
     return RagopsEmbeddings()
 
 
-@pytest.mark.parametrize("name", STORES)
-def test_langchain_reads_the_collection(name, tmp_path, embedder, lc_embeddings):
-    settings = Settings(data_dir=tmp_path / "data", collection="lc_compat")
+@pytest.mark.parametrize("kind", KINDS)
+def test_langchain_reads_the_collection(kind, request, tmp_path, embedder, lc_embeddings):
+    name = backend(kind)
+    settings = settings_for(kind, request, tmp_path / "data", collection="lc_compat")
     chunks = [
         StoredChunk(
             id=f"chunk{i}",
@@ -423,16 +534,24 @@ def test_langchain_reads_the_collection(name, tmp_path, embedder, lc_embeddings)
         store.upsert(chunks, embedder.encode(CHUNK_TEXTS))
         ragops_top = store.query(embedder.encode([QUESTION])[0], k=1)[0]
         physical = store.collection  # the version's collection (lc_compat__v1)
-    assert ragops_top.text == CHUNK_TEXTS[EXPECTED] and physical == "lc_compat__v1"
+    assert ragops_top.text == CHUNK_TEXTS[EXPECTED] and physical == f"{settings.collection}__v1"
 
     if name == "chroma":
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
         from langchain_chroma import Chroma
 
-        vs = Chroma(
-            collection_name=physical,
-            persist_directory=str(settings.chroma_path),
-            embedding_function=lc_embeddings,
-        )
+        if settings.chroma_host:
+            client = chromadb.HttpClient(
+                host=settings.chroma_host, port=settings.chroma_port, settings=ChromaSettings(anonymized_telemetry=False)
+            )
+            vs = Chroma(collection_name=physical, client=client, embedding_function=lc_embeddings)
+        else:
+            vs = Chroma(
+                collection_name=physical,
+                persist_directory=str(settings.chroma_path),
+                embedding_function=lc_embeddings,
+            )
     else:
         from langchain_milvus import Milvus
 

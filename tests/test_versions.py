@@ -233,18 +233,18 @@ def _vec(settings: Settings, text: str) -> np.ndarray:
 
 def test_budget_stops_an_over_budget_reindex_before_any_encode(vsettings, derived_models):
     from rag_ops import reindex as ri
-    from rag_ops.embed import EmbeddingCache
+    from rag_ops.cache import SqliteCache
 
     ingest(vsettings)
     changed = vsettings.replace(embedding_model=derived_models["short"])
     plan = ri.plan_reindex(changed)
     assert plan["chunks"] > 0 and plan["tokens"] > 0 and plan["estimated_seconds"] > 0
-    cache = EmbeddingCache(vsettings.cache_path)
+    cache = SqliteCache(vsettings.cache_path)
     before = cache.count()
     cache.close()
     with pytest.raises(BudgetExceeded, match=f"{plan['tokens']:,} tokens to encode > budget of 100 tokens"):
         ri.reindex(changed, max_tokens=100)
-    cache = EmbeddingCache(vsettings.cache_path)
+    cache = SqliteCache(vsettings.cache_path)
     assert cache.count() == before  # nothing encoded
     cache.close()
     assert [r["version"] for r in versions(vsettings)] == [1, 1]

@@ -20,21 +20,34 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def s3_client(settings: "Settings"):
+    """A boto3 S3 client of the settings: endpoint, region and, when set, explicit keys
+    (else boto3's standard chain: environment, profile, instance role)."""
+    import boto3
+    from botocore.config import Config
+
+    keys = {}
+    if settings.s3_access_key_id:
+        keys = {
+            "aws_access_key_id": settings.s3_access_key_id,
+            "aws_secret_access_key": settings.s3_secret_access_key.reveal() or None,
+        }
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url or None,
+        region_name=settings.s3_region or None,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        **keys,
+    )
+
+
 class S3Source:
     def __init__(self, url: str, settings: "Settings"):
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix = parse_s3_url(url)
         self.root = url
         self.include = settings.include
         self.exclude = settings.exclude
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url or None,
-            region_name=settings.s3_region or None,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
-        )
+        self.client = s3_client(settings)
 
     def list_documents(self) -> Iterator[SourceDocument]:
         """Every selected object under the prefix, following pagination.

@@ -36,6 +36,8 @@ def open_store(name: str, settings: "Settings", collection: str | None = None, a
             path=str(settings.chroma_path),
             host=settings.chroma_host,
             port=settings.chroma_port,
+            ssl=settings.chroma_ssl,
+            token=settings.chroma_token.reveal(),
             hnsw_m=settings.chroma_hnsw_m,
             ef_construction=settings.chroma_hnsw_ef_construction,
             ef_search=settings.chroma_hnsw_ef_search,
@@ -59,8 +61,7 @@ def is_embedded(name: str, settings: "Settings") -> bool:
     """Whether ``name`` is an embedded store (Chroma persistent dir, Milvus Lite file) of these settings."""
     if name == "chroma":
         return not settings.chroma_host
-    target = settings.milvus_target
-    return not target.startswith(("http://", "https://", "tcp://", "unix:"))
+    return not settings.milvus_is_server
 
 
 @contextlib.contextmanager

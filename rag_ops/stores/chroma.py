@@ -25,12 +25,15 @@ class ChromaStore(VectorStore):
         path: str | None = None,
         host: str = "",
         port: int = 8000,
+        ssl: bool = False,
+        token: str = "",
         hnsw_m: int = 16,
         ef_construction: int = 200,
         ef_search: int = 200,
     ):
         self.collection = collection
         self._path, self._host, self._port = path, host, port
+        self._ssl, self._token = ssl, token
         self._hnsw = {"space": "cosine", "max_neighbors": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
         self._client = None
         self._coll = None
@@ -48,7 +51,10 @@ class ChromaStore(VectorStore):
 
                 settings = ChromaSettings(anonymized_telemetry=False)
                 if self._host:
-                    self._client = chromadb.HttpClient(host=self._host, port=self._port, settings=settings)
+                    headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+                    self._client = chromadb.HttpClient(
+                        host=self._host, port=self._port, ssl=self._ssl, headers=headers, settings=settings
+                    )
                     self._client.heartbeat()
                 else:
                     self._client = chromadb.PersistentClient(path=str(self._path), settings=settings)
