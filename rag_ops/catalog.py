@@ -155,6 +155,17 @@ index_versions = sa.Table(
     sa.Column("retired_at", sa.String(32)),
     sa.Column("dropped_at", sa.String(32)),
 )
+drift_references = sa.Table(
+    "drift_references",
+    _meta,
+    sa.Column("index_name", sa.String(64), primary_key=True),
+    sa.Column("store", sa.String(16), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("taken_at", sa.String(32)),
+    sa.Column("n", sa.Integer),
+    sa.Column("dim", sa.Integer),
+    sa.Column("vectors", sa.LargeBinary),
+)
 index_locks = sa.Table(
     "index_locks",
     _meta,
@@ -771,6 +782,32 @@ class Catalog:
                     _replace_state(conn, *state)
         except sa.exc.SQLAlchemyError as exc:
             raise CatalogError(f"catalog swap of {index_name!r} to {dict(new)} failed: {_short(exc)}") from exc
+
+    def save_reference(self, index_name: str, store: str, version: int, vectors: Any, taken_at: str) -> None:
+        """Keep a version's drift reference sample (float32 rows), replacing an older one."""
+        import numpy as np
+
+        arr = np.ascontiguousarray(vectors, dtype=np.float32)
+        key = {"index_name": index_name, "store": store, "version": version}
+        row = {**key, "taken_at": taken_at, "n": int(arr.shape[0]), "dim": int(arr.shape[1]) if arr.ndim == 2 else 0,
+               "vectors": arr.tobytes()}
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(drift_references).where(
+                *(drift_references.c[k] == v for k, v in key.items())))
+            conn.execute(sa.insert(drift_references).values(**row))
+
+    def reference(self, index_name: str, store: str, version: int) -> tuple[Any, str] | None:
+        """A version's drift reference ``(vectors, taken_at)``, or None when none was kept."""
+        import numpy as np
+
+        t = drift_references
+        with self.read() as conn:
+            r = conn.execute(sa.select(t).where(t.c.index_name == index_name, t.c.store == store,
+                                                t.c.version == version)).first()
+        if r is None:
+            return None
+        vectors = np.frombuffer(bytes(r.vectors), dtype=np.float32)
+        return (vectors.reshape(r.n, r.dim) if r.dim else vectors.reshape(0, 0)), r.taken_at
 
     def export_state(self) -> tuple[list[dict], list[dict]]:
         """Every documents and chunks row (what an index version holds), as dicts."""

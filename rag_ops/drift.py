@@ -322,27 +322,34 @@ def ensure_reference(settings: Settings, catalog, row: dict, *, force: bool = Fa
 
     The sample is ``drift_reference_size`` vectors of the documents the catalog lists as
     indexed, one chunk each (:func:`_one_per_document`), read from the embedding cache under the
-    version's model (nothing is encoded). It is saved
-    as ``<data_dir>/versions/<index>/v<N>_reference.npz`` with the time it was taken: chunks of
-    documents indexed after that time are the "new batch" of later checks.
+    version's model (nothing is encoded). It is kept in the catalog (``drift_references``) with
+    the time it was taken: chunks of documents indexed after that time are the "new batch" of
+    later checks.
 
     Returns:
         ``(vectors, taken_at)``.
     """
     from rag_ops.catalog import utcnow
 
-    path = row.get("reference_path")
-    if path and not force and Path(path).is_file():
-        with np.load(path) as data:
-            return data["vectors"], str(data["taken_at"])
+    key = (row["index_name"], row["store"], row["version"])
+    if not force:
+        kept = catalog.reference(*key)
+        if kept is not None:
+            return kept
+        path = row.get("reference_path")
+        if path and Path(path).is_file():  # kept as a file by an earlier release: move it into the catalog
+            with np.load(path) as data:
+                vectors, taken_at = data["vectors"], str(data["taken_at"])
+            catalog.save_reference(*key, vectors, taken_at)
+            catalog.update_version(*key, reference_path="catalog")
+            return vectors, taken_at
     vectors = _one_per_document(settings, catalog.indexed_chunk_hashes(), row["model_id"])
     sample = sample_reference(vectors, settings.drift_reference_size) if len(vectors) else vectors
     taken_at = utcnow()
-    out = settings.data_dir / "versions" / row["index_name"] / f"v{row['version']}_reference.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, vectors=sample.astype(np.float32), taken_at=np.array(taken_at))
-    catalog.update_version(row["index_name"], row["store"], row["version"], reference_path=str(out))
-    log.info("drift reference of %s v%d: %d vectors sampled from %d chunks (%s)", row["index_name"], row["version"], len(sample), len(vectors), out)
+    # in the catalog's database, so a check on any worker compares against the same sample
+    catalog.save_reference(*key, sample.astype(np.float32), taken_at)
+    catalog.update_version(*key, reference_path="catalog")
+    log.info("drift reference of %s v%d: %d vectors sampled from %d chunks", row["index_name"], row["version"], len(sample), len(vectors))
     return sample, taken_at
 
 

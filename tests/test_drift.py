@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from rag_ops import drift
 from rag_ops.catalog import Catalog
@@ -307,3 +308,33 @@ def test_drift_report_missing_key_is_a_catalog_error(catalog):
 
     with pytest.raises(CatalogError, match="lacks 'rule'"):
         catalog.write_drift_report("r", "c", "s", "m", {"reference_size": 1, "batch_size": 1, "drifted": 0, "reasons": []})
+
+
+def test_reference_lives_in_the_catalog_so_every_worker_checks_against_the_same_one(tmp_path, corpus, pg_url):
+    """Two hosts (own data dirs) sharing a PostgreSQL catalog: the second check reads the first
+    one's reference (same vectors, same time), and an earlier release's .npz file is moved in."""
+    from rag_ops.drift import ensure_reference
+    from rag_ops.pipeline import ingest
+
+    host_a = Settings(data_dir=tmp_path / "a", source=str(corpus), catalog_url=pg_url, stores=("milvus",))
+    ingest(host_a)
+    cat = Catalog(pg_url)
+    try:
+        row = cat.live_versions("ragops")["milvus"]
+        first, taken = ensure_reference(host_a, cat, row)
+        assert len(first) > 0 and cat.versions("ragops", "milvus")[0]["reference_path"] == "catalog"
+        assert not list((tmp_path / "a").rglob("*.npz"))  # nothing left on the host's disk
+        host_b = host_a.replace(data_dir=tmp_path / "b")
+        again, taken_again = ensure_reference(host_b, cat, cat.live_versions("ragops")["milvus"])
+        assert taken_again == taken and np.array_equal(again, first)
+        # a reference an earlier release kept as a file is read once and kept in the catalog
+        old = tmp_path / "old_reference.npz"
+        np.savez(old, vectors=first[:3], taken_at=np.array("2026-01-01T00:00:00Z"))
+        cat.update_version("ragops", "milvus", row["version"], reference_path=str(old))
+        with cat.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM drift_references"))
+        moved, when = ensure_reference(host_b, cat, cat.live_versions("ragops")["milvus"])
+        assert when == "2026-01-01T00:00:00Z" and np.array_equal(moved, first[:3])
+        assert cat.reference("ragops", "milvus", row["version"])[1] == when
+    finally:
+        cat.close()
