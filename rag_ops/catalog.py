@@ -166,6 +166,14 @@ drift_references = sa.Table(
     sa.Column("dim", sa.Integer),
     sa.Column("vectors", sa.LargeBinary),
 )
+golden_sets = sa.Table(
+    "golden_sets",
+    _meta,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer),
+    sa.Column("files", sa.Text),
+    sa.Column("saved_at", sa.String(32)),
+)
 index_locks = sa.Table(
     "index_locks",
     _meta,
@@ -808,6 +816,19 @@ class Catalog:
             return None
         vectors = np.frombuffer(bytes(r.vectors), dtype=np.float32)
         return (vectors.reshape(r.n, r.dim) if r.dim else vectors.reshape(0, 0)), r.taken_at
+
+    def save_golden(self, name: str, version: int, files: Mapping[str, str]) -> None:
+        """Keep a golden set's files (path -> text), replacing an older version."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(golden_sets).where(golden_sets.c.name == name))
+            conn.execute(sa.insert(golden_sets).values(name=name, version=version, files=json.dumps(dict(files)),
+                                                       saved_at=utcnow()))
+
+    def golden(self, name: str) -> tuple[int, dict[str, str]] | None:
+        """A kept golden set ``(version, files)``, or None."""
+        with self.read() as conn:
+            r = conn.execute(sa.select(golden_sets).where(golden_sets.c.name == name)).first()
+        return None if r is None else (int(r.version), json.loads(r.files))
 
     def export_state(self) -> tuple[list[dict], list[dict]]:
         """Every documents and chunks row (what an index version holds), as dicts."""

@@ -405,9 +405,13 @@ def beir_settings(settings: Settings, golden: GoldenSet | str | Path, collection
         raise ConfigError(f"a BEIR golden set cannot be named {name!r}: the name is reserved for the synthetic set")
     root = settings.data_dir / "golden" / slug
     coll = collection or beir_collection_name(name)
-    return settings.replace(collection=coll, source=str(root / "corpus")).with_catalog(
-        f"sqlite:///{root / 'catalog' / (coll + '.db')}"
-    )
+    if settings.catalog_is_server:  # a schema of the catalog's database: every worker reaches it
+        from rag_ops.versions import ensure_state, schema_ref
+
+        url = ensure_state(settings, schema_ref(settings, "golden", coll))
+    else:
+        url = f"sqlite:///{root / 'catalog' / (coll + '.db')}"
+    return settings.replace(collection=coll, source=str(root / "corpus")).with_catalog(url)
 
 
 def ingest_beir(settings: Settings, beir_dir: str | Path, collection: str | None = None) -> tuple[Settings, dict]:
@@ -564,8 +568,13 @@ def make_synthetic_golden(
         RagopsError: the catalog holds no indexed chunk, or none yields a query.
     """
     root = synthetic_dir(settings)
+    shared = _kept_synthetic(settings)
+    if shared is not None and not regenerate and _read_meta_or_empty(root).get("version") != shared[0]:
+        _write_files(root, shared[1])  # the set kept in the catalog, made on another worker or earlier
     if (root / "golden.json").is_file() and not regenerate:
         golden = load_golden(root)
+        if shared is None:  # a set an earlier release kept only in this data dir: keep it in the catalog
+            _keep_synthetic(settings, root)
         if (golden.meta.get("seed"), golden.meta.get("n_queries")) != (seed, n_queries):
             log.info(
                 "re-using the stored synthetic set %s (seed %s, %s queries asked); regenerate to change it",
@@ -574,8 +583,8 @@ def make_synthetic_golden(
         return golden
     if n_queries < 1:
         raise ConfigError(f"n_queries must be >= 1. Got {n_queries}.")
-    previous = _read_meta(root) if root.is_dir() else {}
-    version = int(previous.get("version", 0)) + 1
+    previous = _read_meta_or_empty(root)
+    version = max(int(previous.get("version", 0)), shared[0] if shared else 0) + 1
 
     from rag_ops.catalog import Catalog
     from rag_ops.stores import open_store
@@ -629,27 +638,63 @@ def make_synthetic_golden(
         "keys": "ragops doc_id (corpus.jsonl lists the relevant documents by id, title = source uri, no text)",
     }
     _write_beir_dir(root, meta, queries, qrels, {d: docs[d].uri for d in sorted({doc_of[q] for q in queries})})
+    _keep_synthetic(settings, root)
     log.info("synthetic golden set %s: %d queries from %d candidate chunks (seed %d)", meta["name"], len(queries), len(pool), seed)
     return load_golden(root)
 
 
+def _synthetic_key(settings: Settings) -> str:
+    return f"{SYNTHETIC}:{settings.collection}"
+
+
+def _read_meta_or_empty(root: Path) -> dict:
+    return _read_meta(root) if (root / "golden.json").is_file() else {}
+
+
+def _kept_synthetic(settings: Settings) -> tuple[int, dict[str, str]] | None:
+    """The synthetic set kept in the catalog ``(version, files)``, or None."""
+    from rag_ops.catalog import Catalog
+
+    catalog = Catalog(settings.catalog_db_url)
+    try:
+        catalog.migrate()
+        return catalog.golden(_synthetic_key(settings))
+    finally:
+        catalog.close()
+
+
+def _keep_synthetic(settings: Settings, root: Path) -> None:
+    """Keep the set's files in the catalog, so every worker scores the same queries."""
+    from rag_ops.catalog import Catalog
+
+    files = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in sorted(root.rglob("*")) if p.is_file()}
+    catalog = Catalog(settings.catalog_db_url)
+    try:
+        catalog.migrate()
+        catalog.save_golden(_synthetic_key(settings), int(_read_meta(root).get("version", 1)), files)
+    finally:
+        catalog.close()
+
+
 def _write_beir_dir(root: Path, meta: dict, queries: dict[str, str], qrels: dict[str, dict[str, int]], docs: dict[str, str]) -> None:
-    """Write a golden set folder beside the old one, then swap it in (never a half-written set)."""
+    """Write a golden set folder (corpus, queries, qrels, golden.json)."""
+    corpus = "".join(json.dumps({"_id": d, "title": uri, "text": ""}, ensure_ascii=False) + "\n" for d, uri in docs.items())
+    lines = "".join(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n" for q, t in queries.items())
+    tsv = "query-id\tcorpus-id\tscore\n" + "".join(
+        f"{qid}\t{doc_id}\t{grade}\n" for qid, grades in qrels.items() for doc_id, grade in grades.items()
+    )
+    _write_files(root, {"corpus.jsonl": corpus, "queries.jsonl": lines, "qrels/test.tsv": tsv,
+                        "golden.json": json.dumps(meta, indent=2, sort_keys=True)})
+
+
+def _write_files(root: Path, files: dict[str, str]) -> None:
+    """Write a folder beside the old one, then swap it in (never a half-written set)."""
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "qrels").mkdir(parents=True)
-    with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for doc_id, uri in docs.items():
-            fh.write(json.dumps({"_id": doc_id, "title": uri, "text": ""}, ensure_ascii=False) + "\n")
-    with open(tmp / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for qid, text in queries.items():
-            fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
-    with open(tmp / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for qid, grades in qrels.items():
-            for doc_id, grade in grades.items():
-                fh.write(f"{qid}\t{doc_id}\t{grade}\n")
-    (tmp / "golden.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    for rel, text in files.items():
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     old = root.with_name(root.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if root.exists():

@@ -230,19 +230,32 @@ def state_url(settings: Settings, index_name: str, version: int, suffix: str = "
     (:func:`state_db_url` turns it into a URL to open).
     """
     if settings.catalog_is_server:
-        import sqlalchemy as sa
-
-        # catalogs sharing a database (other schemas, other deployments) get states of their own
-        where = sa.engine.make_url(settings.catalog_db_url).render_as_string(hide_password=True)
-        tag = hashlib.sha256(where.encode()).hexdigest()[:6]
-        name = f"ragops_state_{index_name}_v{version}{suffix}_{tag}".lower()
-        if len(name) > 63:  # PostgreSQL's identifier limit
-            digest = hashlib.sha256(index_name.encode()).hexdigest()[:12]
-            name = f"ragops_state_{digest}_v{version}{suffix}_{tag}".lower()[:63]
-        return f"schema:{name}"
+        return schema_ref(settings, "state", index_name, f"_v{version}{suffix}")
     path = settings.data_dir / "versions" / index_name / f"v{version}{suffix}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def schema_ref(settings: Settings, kind: str, name: str, suffix: str = "") -> str:
+    """``schema:<name>``: a schema of the server catalog's database for a catalog of its own (a
+    version's state, a golden set's documents), reachable from every worker. Catalogs sharing a
+    database (other schemas, other deployments) get schemas of their own."""
+    import sqlalchemy as sa
+
+    where = sa.engine.make_url(settings.catalog_db_url).render_as_string(hide_password=True)
+    tag = hashlib.sha256(where.encode()).hexdigest()[:6]
+    schema = f"ragops_{kind}_{name}{suffix}_{tag}".lower()
+    if len(schema) > 63:  # PostgreSQL's identifier limit
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        schema = f"ragops_{kind}_{digest}{suffix}_{tag}".lower()[:63]
+    return f"schema:{schema}"
+
+
+def ensure_state(settings: Settings, recorded: str) -> str:
+    """An openable URL of a recorded state, its schema created when missing (secret)."""
+    if recorded.startswith("schema:"):
+        _schema_ddl(settings, f'CREATE SCHEMA IF NOT EXISTS "{recorded[len("schema:"):]}"')
+    return state_db_url(settings, recorded)
 
 
 def state_db_url(settings: Settings, recorded: str) -> str:

@@ -490,6 +490,27 @@ def test_synthetic_set_is_deterministic_and_reused(main_collection):
         ev.ingest_beir(settings, root)
 
 
+def test_golden_sets_are_shared_by_hosts_of_a_server_catalog(tmp_path, corpus, pg_url):
+    """Two hosts (own data dirs) with one PostgreSQL catalog: the synthetic set made on one is
+    scored on the other as the same set; a BEIR set's own catalog is a schema both reach."""
+    from rag_ops.pipeline import ingest
+
+    host_a = Settings(data_dir=tmp_path / "a", source=str(corpus), catalog_url=pg_url, stores=("milvus",))
+    ingest(host_a)
+    made = ev.make_synthetic_golden(host_a, n_queries=3, seed=5)
+    host_b = host_a.replace(data_dir=tmp_path / "b", milvus_uri=str(tmp_path / "a" / "milvus.db"))
+    seen = ev.make_synthetic_golden(host_b, n_queries=3, seed=99)  # another host: loaded, not built
+    assert (seen.name, seen.queries, seen.qrels) == (made.name, made.queries, made.qrels)
+    assert seen.path == ev.synthetic_dir(host_b) and seen.path.is_dir()
+    regen = ev.make_synthetic_golden(host_b, n_queries=3, seed=5, regenerate=True)
+    assert regen.name == "synthetic@v2"
+    assert ev.make_synthetic_golden(host_a, n_queries=3).name == "synthetic@v2"  # host a follows
+    target = ev.beir_settings(host_a, "scifact")
+    assert target.catalog_is_server and "search_path" in target.catalog_db_url
+    assert ev.beir_settings(host_b, "scifact").catalog_db_url == target.catalog_db_url
+    assert target.cache_backend == "catalog" and target.cache_db_url == host_a.catalog_db_url
+
+
 def test_synthetic_set_needs_an_indexed_catalog(tmp_path):
     with pytest.raises(RagopsError, match="the catalog holds no indexed chunk"):
         ev.make_synthetic_golden(Settings(data_dir=tmp_path / "data"), n_queries=3)

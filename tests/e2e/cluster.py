@@ -101,6 +101,7 @@ class Cluster:
         self._api_key = secrets.token_urlsafe(48)
         self.timings: dict[str, float] = {}
         self.killed: set[str] = set()
+        self._addresses: dict[str, str] = {}
 
     # ------------------------------------------------------------------ environment
     def env(self, name: str) -> dict[str, str]:
@@ -115,7 +116,7 @@ class Cluster:
             "PATH": f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}",
             "PYTHONPATH": str(REPO),  # the hostname callable below lives in tests/e2e
             "HOME": str(host / "home"), "TMPDIR": str(host / "tmp"), "AIRFLOW_HOME": str(host / "airflow"),
-            "RAGOPS_DATA_DIR": str(host / "data"), "RAGOPS_TEST_HOST": name,
+            "RAGOPS_DATA_DIR": str(host / "data"), "RAGOPS_TEST_HOST": self.address(name),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -140,6 +141,17 @@ class Cluster:
         })
         env.update(self.ragops_env)
         return env
+
+    def address(self, name: str) -> str:
+        """The host's Airflow hostname: a loopback address of its own (the API server reads task
+        logs from ``http://<hostname>:8793``, so a name would be looked up in DNS)."""
+        if name not in self._addresses:
+            self._addresses[name] = f"127.0.0.{11 + len(self._addresses)}"
+        return self._addresses[name]
+
+    def host_of(self, address: str) -> str:
+        """The host name of an Airflow hostname (``address``)."""
+        return next((n for n, a in self._addresses.items() if a == address), address)
 
     def _start(self, name: str, *args: str) -> None:
         log = open(self.root / f"{name}.log", "ab")
@@ -258,6 +270,15 @@ class Cluster:
 
     def unpause(self, dag_id: str) -> None:
         self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def wait_idle(self, dag_id: str, timeout: float = 600) -> None:
+        """Until the DAG has no queued or running run (unpausing a DAG with a schedule starts the
+        run of its latest interval)."""
+        def idle() -> bool:
+            runs = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
+            return all(r["state"] in ("success", "failed") for r in runs)
+
+        wait_for(idle, f"{dag_id} to have no active run", timeout, every=1, alive=self.alive)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         return self.call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})["dag_run_id"]

@@ -136,7 +136,7 @@ def test_ingest_retry_and_reindex_on_two_celery_workers(tmp_path, services):
         tis = cluster.task_instances("rag_ingest", run1)
         batches = [t for t in tis if t["task_id"] == "process_batch"]
         assert len(batches) == 4 and all(t["state"] == "success" for t in batches)
-        hosts = {t["hostname"] for t in tis if t["state"] == "success"}
+        hosts = {cluster.host_of(t["hostname"]) for t in tis if t["state"] == "success"}
         assert hosts == {"worker-a", "worker-b"}, [(t["task_id"], t["map_index"], t["hostname"]) for t in tis]
         assert report1["new"] == 200 and report1["failed"] == 0 and report1["encoded"] > 0
         assert report1["upserted"] == {"chroma": report1["chunks"], "milvus": report1["chunks"]}
@@ -151,7 +151,8 @@ def test_ingest_retry_and_reindex_on_two_celery_workers(tmp_path, services):
         assert report2["changed"] == 200 and report2["chunks"] == report1["chunks"]
         assert report2["encoded"] == 0 and report2["cache_hits"] == report1["chunks"]
         assert report2["upserted"] == {"chroma": 0, "milvus": 0}
-        hosts2 = {t["hostname"] for t in cluster.task_instances("rag_ingest", run2) if t["task_id"] == "process_batch"}
+        hosts2 = {cluster.host_of(t["hostname"]) for t in cluster.task_instances("rag_ingest", run2)
+                  if t["task_id"] == "process_batch"}
         print(f"run 2: process_batch on {sorted(hosts2)}, 0 encoded, {report2['cache_hits']} cache hits")
 
         # 3. a host dies in the middle of a batch: the batch is retried on the other host
@@ -163,14 +164,15 @@ def test_ingest_retry_and_reindex_on_two_celery_workers(tmp_path, services):
                          if t["task_id"] == "process_batch" and t["state"] == "running" and t["hostname"]), None)
 
         victim_ti = wait_for(batch_running, "a process_batch running", 300, every=0.3, alive=cluster.alive)
-        victim = victim_ti["hostname"]
+        victim = cluster.host_of(victim_ti["hostname"])
         survivor = ({"worker-a", "worker-b"} - {victim}).pop()
         t_kill = time.monotonic()
         cluster.kill_host(victim)
         print(f"run 3: killed {victim} while it ran process_batch[{victim_ti['map_index']}]")
         assert cluster.wait_run("rag_ingest", run3) == "success", cluster.log_tail([survivor, "scheduler"])
         tries = cluster.tries("rag_ingest", run3, "process_batch", victim_ti["map_index"])
-        assert [t["hostname"] for t in tries][:1] == [victim] and tries[-1]["hostname"] == survivor
+        assert [cluster.host_of(t["hostname"]) for t in tries][:1] == [victim]
+        assert cluster.host_of(tries[-1]["hostname"]) == survivor
         assert tries[-1]["state"] == "success" and len(tries) >= 2
         report3 = cluster.xcom("rag_ingest", run3, "commit_catalog")
         print(f"run 3: the batch retried on {survivor}, run done {time.monotonic() - t_kill:.1f}s after the kill")
