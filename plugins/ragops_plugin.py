@@ -1,5 +1,11 @@
 """Airflow plugin: a "ragops" page in the UI's navigation with the catalog's state.
 
+Every route requires a logged-in Airflow user allowed to read the ragops DAGs, through Airflow's
+own auth manager: the UI's cookie or an API token (``Authorization: Bearer``), as the REST API
+takes them. Airflow mounts a plugin's FastAPI app without the API's authentication, so the app
+declares it itself (an app-wide dependency). An anonymous request gets 401 (the HTML page: a
+redirect to Airflow's login page, back here afterwards).
+
 Serves ``/ragops/`` (an HTML page) and ``/ragops/status`` (JSON) from the Airflow API server:
 live documents and chunks, the index versions (live, retired, failed), failed documents with
 their reasons, and the last runs with their counts. It reads the catalog only; it never opens a vector store, so it cannot block an
@@ -11,10 +17,32 @@ from __future__ import annotations
 import html
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-app = FastAPI(title="ragops", description="ragops catalog status")
+READ_DAG = "rag_ingest"  # reading the ragops page needs read access to this DAG
+
+
+def require_reader():
+    """The app-wide dependency: an authenticated user who may read the ragops DAGs (401/403 otherwise)."""
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag("GET", param_dag_id=READ_DAG)
+
+
+_reader = require_reader()
+app = FastAPI(title="ragops", description="ragops catalog status", dependencies=[Depends(_reader)])
+
+
+@app.exception_handler(HTTPException)
+async def _login_redirect(request: Request, exc: HTTPException):
+    """An anonymous browser asking for a page goes to Airflow's login, and back here after it."""
+    wants_html = "text/html" in request.headers.get("accept", "")
+    if exc.status_code == 401 and wants_html and request.method == "GET":
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 def _status(limit: int = 20) -> dict:

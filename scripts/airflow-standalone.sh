@@ -14,6 +14,7 @@ export PATH="$VENV_BIN:$PATH"   # standalone starts its components as `airflow .
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow/standalone}"
 export RAGOPS_DATA_DIR="${RAGOPS_DATA_DIR:-$ROOT/.data/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}"
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}"   # the ragops page in the UI
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"   # LocalExecutor forks this many workers up front

@@ -180,9 +180,12 @@ def test_plugin_serves_catalog_status(tmp_path, monkeypatch):
     finally:
         sys.path.remove(str(REPO / "plugins"))
     client = TestClient(ragops_plugin.app)
+    assert client.get("/status").status_code == 401  # no credentials: nothing (tested live in tests/e2e too)
+    ragops_plugin.app.dependency_overrides[ragops_plugin._reader] = lambda: None  # an authorised reader
     data = client.get("/status").json()
     assert data["counts"]["documents"] == 1 and data["counts"]["chunks"] == 1
     assert data["failed_documents"] == [{"uri": "/x/<b>.pdf", "stage": "parse", "reason": "corrupt PDF"}]
     page = client.get("/").text
     assert "&lt;b&gt;.pdf" in page and "<b>.pdf" not in page  # escaped
     assert ragops_plugin.RagopsPlugin.fastapi_apps[0]["url_prefix"] == "/ragops"
+    ragops_plugin.app.dependency_overrides.clear()
