@@ -21,7 +21,7 @@ DEMO_AIRFLOW := $(CURDIR)/.airflow/demo
 
 help:
 	@echo "make demo     set up, run the rag_ingest DAG on the bundled samples, query both stores"
-	@echo "make test     set up and run the whole test suite"
+	@echo "make test     set up and run the whole test suite (installs Debian's chromium for the browser test when root)"
 	@echo "make airflow  Airflow 3 standalone with the ragops DAGs (UI on http://localhost:8080)"
 	@echo "make bench    ingest benchmark (bench/ingest_bench.py)"
 	@echo "make bench-recall [DATASET=../shared/datasets/scifact]  recall vs published figures (bench/recall_bench.py)"
@@ -40,6 +40,7 @@ demo: $(STAMP)
 	RAGOPS_DATA_DIR=$(DEMO_DATA) AIRFLOW_HOME=$(DEMO_AIRFLOW) $(PY) -m rag_ops.demo
 
 test: $(STAMP)
+	bash scripts/ensure-browser.sh
 	$(PY) -m pytest tests
 
 airflow: $(STAMP)

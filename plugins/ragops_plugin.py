@@ -1,4 +1,4 @@
-"""Airflow plugin: a "ragops" page in the UI's navigation with the catalog's state.
+"""Airflow plugin: a "ragops" entry in the UI's navigation with the index's state and trends.
 
 Every route requires a logged-in Airflow user allowed to read the ragops DAGs, through Airflow's
 own auth manager: the UI's cookie or an API token (``Authorization: Bearer``), as the REST API
@@ -6,21 +6,25 @@ takes them. Airflow mounts a plugin's FastAPI app without the API's authenticati
 declares it itself (an app-wide dependency). An anonymous request gets 401 (the HTML page: a
 redirect to Airflow's login page, back here afterwards).
 
-Serves ``/ragops/`` (an HTML page) and ``/ragops/status`` (JSON) from the Airflow API server:
-live documents and chunks, the index versions (live, retired, failed), failed documents with
-their reasons, and the last runs with their counts. It reads the catalog only; it never opens a vector store, so it cannot block an
-embedded store that an ingest task is writing.
+Routes, under ``/ragops``: ``/`` the page (charts as inline SVG drawn by ``rag_ops.dashboard``),
+``/api`` and ``/api/<chart>`` the JSON behind each chart, ``/status`` catalog counts, versions,
+failed documents and runs, ``/data-docs/…`` the Great Expectations Data Docs site. A Content
+Security Policy keeps the browser from loading anything that is not served here (Data Docs pages
+name CDN style sheets: they are not fetched). The plugin reads the catalog only; it never opens a
+vector store, so it cannot block an embedded store that an ingest task is writing.
 """
 
 from __future__ import annotations
 
-import html
+from pathlib import Path
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 READ_DAG = "rag_ingest"  # reading the ragops page needs read access to this DAG
+CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'self'")
 
 
 def require_reader():
@@ -31,7 +35,15 @@ def require_reader():
 
 
 _reader = require_reader()
-app = FastAPI(title="ragops", description="ragops catalog status", dependencies=[Depends(_reader)])
+app = FastAPI(title="ragops", description="ragops index state and trends", dependencies=[Depends(_reader)])
+
+
+@app.middleware("http")
+async def _nothing_from_elsewhere(request: Request, call_next):
+    response = await call_next(request)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @app.exception_handler(HTTPException)
@@ -45,20 +57,24 @@ async def _login_redirect(request: Request, exc: HTTPException):
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+def _settings():
+    from rag_ops.config import load_settings
+
+    return load_settings()
+
+
 def _status(limit: int = 20) -> dict:
     import sqlalchemy as sa
 
     from rag_ops.catalog import Catalog, documents
-    from rag_ops.config import load_settings
+    from rag_ops.versions import describe
 
-    settings = load_settings()
+    settings = _settings()
     catalog = Catalog(settings.catalog_db_url)
     try:
         catalog.migrate()
         counts = catalog.counts()
         runs = catalog.last_runs(limit)
-        from rag_ops.versions import describe
-
         versions = describe(catalog.versions(settings.collection))
         with catalog.read() as conn:
             failed = conn.execute(
@@ -83,36 +99,44 @@ def _status(limit: int = 20) -> dict:
 
 @app.get("/status")
 def status(limit: int = 20) -> dict:
-    """Catalog counts, failed documents and the last ``limit`` runs, as JSON."""
+    """Catalog counts, index versions, failed documents and the last ``limit`` runs, as JSON."""
     return _status(limit)
+
+
+@app.get("/api")
+def charts() -> dict:
+    """The data behind every chart of the page."""
+    from rag_ops.dashboard import collect
+
+    return collect(_settings())
+
+
+@app.get("/api/{chart}")
+def chart(chart: str) -> dict:
+    """The data behind one chart (versions, runs, encoding, recall, drift, quarantine, quality)."""
+    from rag_ops.dashboard import CHARTS, collect
+
+    if chart not in CHARTS:
+        raise HTTPException(status_code=404, detail=f"no chart {chart!r}; charts: {', '.join(CHARTS)}")
+    return collect(_settings(), chart)[chart]
+
+
+@app.get("/data-docs/{path:path}")
+def data_docs(path: str):
+    """A file of the Great Expectations Data Docs site (``<data_dir>/quality/data_docs``)."""
+    root = (Path(_settings().data_dir) / "quality" / "data_docs").resolve()
+    target = (root / (path or "index.html")).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise HTTPException(status_code=404, detail="no such Data Docs page (an ingest run builds them)")
+    return FileResponse(target)
 
 
 @app.get("/", response_class=HTMLResponse)
 def page() -> str:
-    s = _status()
-    esc = html.escape
-    runs = "".join(
-        "<tr>" + "".join(f"<td>{esc(str(r[k] if r[k] is not None else ''))}</td>" for k in r) + "</tr>" for r in s["runs"]
-    )
-    head = "".join(f"<th>{esc(k)}</th>" for k in (s["runs"][0] if s["runs"] else {}))
-    failed = "".join(
-        f"<tr><td>{esc(f['uri'])}</td><td>{esc(f['stage'] or '')}</td><td>{esc(f['reason'] or '')}</td></tr>"
-        for f in s["failed_documents"]
-    )
-    versions = "".join(
-        "<tr>" + "".join(f"<td>{esc(str(v[k] if v[k] is not None else ''))}</td>" for k in v) + "</tr>" for v in s["versions"]
-    )
-    vhead = "".join(f"<th>{esc(k)}</th>" for k in (s["versions"][0] if s["versions"] else {}))
-    c = s["counts"]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ragops</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}</style>
-</head><body><h1>ragops — collection {esc(s['collection'])}</h1>
-<p>{c['documents']} documents, {c['chunks']} chunks live; {c['failed']} failed; {c['deleted']} deleted.
-Stores: {esc(', '.join(s['stores']))}. JSON: <a href="status">status</a>.</p>
-<h2>Index versions</h2><table><tr>{vhead}</tr>{versions}</table>
-<h2>Last runs</h2><table><tr>{head}</tr>{runs}</table>
-<h2>Failed documents</h2><table><tr><th>uri</th><th>stage</th><th>reason</th></tr>{failed}</table>
-<script>/* no external resources */</script></body></html>"""
+    from rag_ops.dashboard import collect, render
+
+    settings = _settings()
+    return render(collect(settings), settings.collection)
 
 
 class RagopsPlugin(AirflowPlugin):

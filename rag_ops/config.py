@@ -155,6 +155,7 @@ class Settings:
     max_document_chars: int = 5_000_000
     max_pdf_pages: int = 2_000
     languages: tuple[str, ...] = ("eng",)  # document languages for unstructured (skips detection)
+    document_steps: tuple[str, ...] = ()  # your functions run on each document's text (rag_ops/steps.py)
     # quality gate (Great Expectations suites in rag_ops/quality.py)
     quality_min_printable_ratio: float = 0.9  # documents: printable characters / all
     quality_max_duplicate_rate: float = 0.8  # chunks: share whose text repeats another chunk's
@@ -196,7 +197,7 @@ class Settings:
         for f in fields(self):
             if f.type == "Secret" and not isinstance(getattr(self, f.name), Secret):
                 object.__setattr__(self, f.name, Secret(getattr(self, f.name)))
-        for name in ("stores", "include", "exclude", "languages", "recall_golden_dirs"):
+        for name in ("stores", "include", "exclude", "languages", "recall_golden_dirs", "document_steps"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, _split_list(value))

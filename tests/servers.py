@@ -333,7 +333,7 @@ STARTERS = {"chroma": chroma_server, "milvus": milvus_server, "s3": s3_server}
 _SESSION_SERVERS = pytest.StashKey[dict]()
 
 
-def _report(config: pytest.Config, line: str) -> None:
+def terminal_line(config: pytest.Config, line: str) -> None:
     """One line on the terminal, past pytest's output capture."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
@@ -361,7 +361,7 @@ def session_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             stack.close()
 
         request.addfinalizer(stop)
-        _report(
+        terminal_line(
             request.config,
             f"[tests.servers] {kind} server on {info.address} answered in {info.started_in:.2f}s (log: {info.log_path})",
         )

@@ -86,7 +86,8 @@ def prepare_batch(
         if entry["doc_id"] not in ahead:
             ahead = _read_ahead(docs[i:], src, settings, prepared.seconds)
         outcome, chunks = _prepare_document(
-            entry, src, batch["stores"], settings, rt, prepared.seconds, preread=ahead.pop(entry["doc_id"], None)
+            entry, src, batch["stores"], settings, rt, prepared.seconds, preread=ahead.pop(entry["doc_id"], None),
+            counts=prepared.counts,
         )
         prepared.counts[outcome["outcome"]] += 1
         if chunks:
@@ -172,7 +173,7 @@ def _timed(seconds: Counter, stage: str) -> Iterator[None]:
 
 def _prepare_document(
     entry: dict, src, stores: list[str], settings: Settings, rt: Runtime, secs: Counter,
-    preread: bytes | BaseException | None = None,
+    preread: bytes | BaseException | None = None, counts: Counter | None = None,
 ) -> tuple[dict, list]:
     """One document: its outcome (new, changed, restored, unchanged, failed) and its chunks.
 
@@ -224,8 +225,17 @@ def _prepare_document(
         stage = "clean"
         with _timed(secs, "clean"):
             blocks = clean_blocks(blocks)
+        if settings.document_steps:
+            from rag_ops.steps import apply_steps
+
+            stage = "steps"
+            with _timed(secs, "steps"):
+                blocks = apply_steps(rt.steps, blocks, doc.uri, counts if counts is not None else Counter())
         if not blocks:
-            raise DocumentError("no text left after cleaning (only page numbers, headers or symbols)")
+            raise DocumentError(
+                "no text left after the document steps" if stage == "steps"
+                else "no text left after cleaning (only page numbers, headers or symbols)"
+            )
         base["stats"] = _text_stats(blocks)
         n_chars = base["stats"]["n_chars"]
         if n_chars > settings.max_document_chars:

@@ -18,6 +18,7 @@ class Runtime:
         self._chunker = None
         self._embedder = None
         self._cache = None
+        self._steps = None
         self._stores: dict[str, Any] = {}
 
     @property
@@ -36,6 +37,15 @@ class Runtime:
 
             self._chunker = make_chunker(self.settings)
         return self._chunker
+
+    @property
+    def steps(self):
+        """The user's document steps (``document_steps``), imported once per process."""
+        if self._steps is None:
+            from rag_ops.steps import load_steps
+
+            self._steps = load_steps(self.settings.document_steps)
+        return self._steps
 
     @property
     def embedder(self):

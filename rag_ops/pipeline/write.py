@@ -267,6 +267,10 @@ def commit_run(
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "failures": failures,
         }
+        from rag_ops.steps import step_counts
+
+        if step_counts(counts):
+            report["steps"] = step_counts(counts)
         rt.catalog.finish_run(plan.run_id, report)
         if not keep_staging:
             staging_at(plan.ref, settings).remove_run(plan.run_url)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -27,6 +28,24 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+WORDS = (
+    "pump valve turbine rotor bearing seal gasket filter sensor relay breaker cable conveyor gearbox shaft coupling "
+    "hydraulic pneumatic lubrication vibration inspection calibration maintenance torque pressure temperature "
+    "voltage current alarm shutdown startup warehouse forklift pallet dock shipment invoice supplier contract audit "
+    "policy safety helmet glove ladder scaffold crane hoist welding cutting drilling painting cleaning storage"
+).split()
+
+
+def document(i: int, topic_seed: int = 0) -> str:
+    rng = random.Random(i * 7919 + topic_seed)
+    title = f"Procedure {i:04d}: {rng.choice(WORDS)} {rng.choice(WORDS)}"
+    paras = []
+    for _ in range(rng.randint(2, 3)):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(40, 90))]
+        paras.append(" ".join(words).capitalize() + f". Reference {i}-{rng.randint(100, 999)}.")
+    return title + "\n\n" + "\n\n".join(paras) + "\n"
 
 
 def free_port() -> int:

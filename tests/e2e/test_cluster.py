@@ -19,7 +19,6 @@ connection; Milvus and S3 come as connections too, Chroma as RAGOPS_* variables.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import time
@@ -29,33 +28,21 @@ import pytest
 
 from rag_ops.catalog import Catalog
 from tests.conftest import postgres_url
-from tests.e2e.cluster import BIN, Cluster, wait_for
+from tests.e2e.cluster import BIN, Cluster, document, wait_for
 from tests.servers import chroma_server, milvus_server, s3_server
 
 pytestmark = pytest.mark.slow
-
-WORDS = (
-    "pump valve turbine rotor bearing seal gasket filter sensor relay breaker cable conveyor gearbox shaft coupling "
-    "hydraulic pneumatic lubrication vibration inspection calibration maintenance torque pressure temperature "
-    "voltage current alarm shutdown startup warehouse forklift pallet dock shipment invoice supplier contract audit "
-    "policy safety helmet glove ladder scaffold crane hoist welding cutting drilling painting cleaning storage"
-).split()
-
-
-def document(i: int, topic_seed: int = 0) -> str:
-    rng = random.Random(i * 7919 + topic_seed)
-    title = f"Procedure {i:04d}: {rng.choice(WORDS)} {rng.choice(WORDS)}"
-    paras = []
-    for _ in range(rng.randint(2, 3)):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(40, 90))]
-        paras.append(" ".join(words).capitalize() + f". Reference {i}-{rng.randint(100, 999)}.")
-    return title + "\n\n" + "\n\n".join(paras) + "\n"
-
 
 @pytest.fixture
 def services(tmp_path):
     if postgres_url() is None:
         pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432: the cluster needs one")
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=3).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis answers on 127.0.0.1:6379: the Celery broker of the cluster test")
     import psycopg
 
     catalog_db = f"ragops_cat_{uuid.uuid4().hex[:8]}"

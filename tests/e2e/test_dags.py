@@ -66,6 +66,7 @@ print(json.dumps(out))
     assert out["dags"]["rag_reindex"] == expected
     assert out["params"]["rag_reindex"] == ["force", "max_seconds", "max_tokens", "reason", "stores"]
     assert {t for t, r in out["retries"]["rag_reindex"].items() if r == 0} == {"plan_reindex", "quality_gate", "recall_gate", "mark_failed"}
+    assert out["dags"]["ragops_after_ingest"] == {"export_run_figures": []}  # dags/examples/after_ingest.py
     retries = out["retries"]["rag_ingest"]
     assert retries.pop("quality_gate") == 0  # same data, same verdict: no retry
     assert all(r >= 2 for r in retries.values())
@@ -90,6 +91,21 @@ def _state(settings: Settings) -> dict:
         with open_store(name, settings) as store:
             stores[name] = store.all_ids()
     return {"catalog": ids, **stores}
+
+
+def test_after_ingest_example_exports_the_runs_figures(airflow_cli, tmp_path):
+    """dags/examples/after_ingest.py, as a data engineer copies it: after an ingest, its task
+    writes the run's figures where the docs say."""
+    from rag_ops.pipeline import ingest
+
+    src = write_corpus(tmp_path / "src")
+    report = ingest(Settings(data_dir=airflow_cli.data_dir, source=str(src)))
+    airflow_cli.dags_test({}, dag_id="ragops_after_ingest")
+    files = list((airflow_cli.data_dir / "exports").glob("ingest_*.json"))
+    assert len(files) == 1, files
+    figures = json.loads(files[0].read_text())
+    assert figures["run_id"] == report["run_id"] and figures["new"] == 3 and figures["chunks"] == report["chunks"]
+    assert set(figures) >= {"encoded", "cache_hits", "upserted", "failed"}
 
 
 def test_rag_ingest_end_to_end(airflow_cli, tmp_path):
