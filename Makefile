@@ -1,4 +1,4 @@
-# ragops — see README.md for what each target does.
+# ragops — see README.md (and docs/) for what each target does.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv

@@ -21,7 +21,7 @@ quality thresholds `quality_max_failure_share`, `quality_min_printable_ratio`,
 Embedded stores take one writer at a time: every write to a store happens in its one upsert
 task, and at most `RAGOPS_STORE_WRITERS` (default 1) instances of it run at once across all
 runs of this DAG (raise it for a Chroma or Milvus server). Settings come from `RAGOPS_*`
-variables (see the README). Dict results are one XCom each (`multiple_outputs=False`).
+variables (docs/settings.md). Dict results are one XCom each (`multiple_outputs=False`).
 """
 
 from __future__ import annotations

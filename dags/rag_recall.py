@@ -13,7 +13,7 @@ whether or not the check passed).
 **When it runs**: nightly at 04:00 UTC, and also whenever `rag_ingest` updates the index asset.
 
 **Params**: `stores`, `window`, `tolerance`, `floors` (JSON: metric → lowest acceptable value).
-Documents are ranked by their best chunk; see the README, "Retrieval recall".
+Documents are ranked by their best chunk; see docs/recall.md.
 """
 
 from __future__ import annotations

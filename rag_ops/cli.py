@@ -9,7 +9,7 @@
     ragops eval (--golden DIR [--ingest DIR] | --ingest DIR | --synthetic [--regenerate] [-n N] [--seed S])
                 [--store chroma|milvus] [--split test] [--collection NAME] [--json]
 
-Settings come from ``RAGOPS_*`` environment variables (see README). Logs go to stderr; results
+Settings come from ``RAGOPS_*`` environment variables (docs/settings.md). Logs go to stderr; results
 to stdout. With ``--json`` the last line of stdout is one JSON object (a list for ``query``).
 Exit codes: 0 success, 1 a ragops error (message on stderr), 2 bad usage.
 """

@@ -29,7 +29,7 @@ computed once; each permutation only re-indexes it (all permutations in one matr
 
 **Centroid cosine distance** (``centroid``): 1 - cos(mean(ref), mean(new)), in [0, 2]. Cheap and
 easy to read, but it has no null distribution of its own: its threshold
-(``drift_centroid_threshold``) was chosen with ``bench/drift_bench.py`` (see README.md).
+(``drift_centroid_threshold``) was chosen with ``bench/drift_bench.py`` (see docs/drift.md).
 
 **Rule** (``drift_rule``): ``any`` (one test suffices), ``majority`` (at least two of the three),
 ``all``, or a single test's name. A batch (or reference) with fewer than ``drift_min_sample``
