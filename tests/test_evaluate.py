@@ -505,10 +505,15 @@ def test_golden_sets_are_shared_by_hosts_of_a_server_catalog(tmp_path, corpus, p
     regen = ev.make_synthetic_golden(host_b, n_queries=3, seed=5, regenerate=True)
     assert regen.name == "synthetic@v2"
     assert ev.make_synthetic_golden(host_a, n_queries=3).name == "synthetic@v2"  # host a follows
+    from rag_ops.versions import drop_state, schema_ref
+
     target = ev.beir_settings(host_a, "scifact")
-    assert target.catalog_is_server and "search_path" in target.catalog_db_url
-    assert ev.beir_settings(host_b, "scifact").catalog_db_url == target.catalog_db_url
-    assert target.cache_backend == "catalog" and target.cache_db_url == host_a.catalog_db_url
+    try:
+        assert target.catalog_is_server and "search_path" in target.catalog_db_url
+        assert ev.beir_settings(host_b, "scifact").catalog_db_url == target.catalog_db_url
+        assert target.cache_backend == "catalog" and target.cache_db_url == host_a.catalog_db_url
+    finally:
+        drop_state(host_a, schema_ref(host_a, "golden", target.collection))  # a schema of the shared test database
 
 
 def test_synthetic_set_needs_an_indexed_catalog(tmp_path):
