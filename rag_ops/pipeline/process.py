@@ -311,6 +311,9 @@ def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
         }
         counts["tokens_encoded"] += sum(tokens_by_text.values())
         secs["encode_model"] += res.encode_seconds
+        if res.load_seconds:  # a stage of its own, taken out of "embed" so the stages still add up
+            secs["embed"] -= res.load_seconds
+            secs["model_load"] += res.load_seconds
     counts["chunks"] = len(chunk_rows)
 
     result_ref, vectors_ref = result_refs(prepared.batch_ref)

@@ -262,6 +262,7 @@ def commit_run(
             "model_id": plan.settings_for(settings).model_id,
             "versions": (plan.target or {}).get("versions", {}),
             "encode_seconds": round(seconds.pop("encode_model", 0.0), 3),
+            "model_load_seconds": round(seconds.get("model_load", 0.0), 3),
             "upserted": upserted,
             "removed": removed,
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
