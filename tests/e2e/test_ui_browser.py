@@ -108,6 +108,7 @@ def test_ragops_page_in_the_airflow_ui_in_a_browser(standalone, tmp_path, reques
             svg = user.find_element(By.CSS_SELECTOR, f"svg.chart[data-chart='{chart}']")
             drawn[chart] = len(svg.find_elements(By.CSS_SELECTOR, ".pt, .bar"))
             path = tmp_path / f"chart-{chart}.png"
+            user.execute_script("arguments[0].scrollIntoView({block: 'center'})", svg)
             svg.screenshot(str(path))
             shots.append(path)
         assert all(n > 0 for n in drawn.values()), drawn
