@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import sqlalchemy as sa
 
+from rag_ops.catalog import short_error
 from rag_ops.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -115,18 +117,14 @@ class SqlCache(EmbeddingCache):
     """
 
     def __init__(self, url: str):
-        import sqlalchemy as sa
-
         from rag_ops.catalog import Catalog
 
-        self._sa = sa
         self._catalog = Catalog(url)
         self._catalog.migrate()
         self.engine = self._catalog.engine
         self._pg = self._catalog.dialect == "postgresql"
 
     def get_many(self, model_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
-        sa = self._sa
         unique = list(dict.fromkeys(hashes))
         if not unique:
             return {}
@@ -145,11 +143,10 @@ class SqlCache(EmbeddingCache):
                     for h, blob in conn.execute(query, {"m": model_id, "h": part}):
                         found[h] = np.frombuffer(bytes(blob), dtype=np.float32)
         except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"embedding cache read failed: {_short(exc)}") from exc
+            raise CatalogError(f"embedding cache read failed: {short_error(exc)}") from exc
         return found
 
     def put_many(self, model_id: str, items: dict[str, np.ndarray]) -> None:
-        sa = self._sa
         if not items:
             return
         rows = _rows(items)
@@ -172,10 +169,9 @@ class SqlCache(EmbeddingCache):
                         [{"m": model_id, "h": h, "d": d, "v": b} for h, d, b in rows],
                     )
         except sa.exc.SQLAlchemyError as exc:
-            raise CatalogError(f"embedding cache write failed: {_short(exc)}") from exc
+            raise CatalogError(f"embedding cache write failed: {short_error(exc)}") from exc
 
     def count(self, model_id: str | None = None) -> int:
-        sa = self._sa
         with self.engine.connect() as conn:
             if model_id is None:
                 return int(conn.execute(sa.text("SELECT COUNT(*) FROM embedding_cache")).scalar_one())
@@ -185,10 +181,6 @@ class SqlCache(EmbeddingCache):
 
     def close(self) -> None:
         self._catalog.close()
-
-
-def _short(exc: Exception) -> str:
-    return " ".join(str(getattr(exc, "orig", exc) or exc).split())[:300]
 
 
 def open_cache(settings: "Settings") -> EmbeddingCache:

@@ -800,9 +800,7 @@ class Catalog:
         row = {**key, "taken_at": taken_at, "n": int(arr.shape[0]), "dim": int(arr.shape[1]) if arr.ndim == 2 else 0,
                "vectors": arr.tobytes()}
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(drift_references).where(
-                *(drift_references.c[k] == v for k, v in key.items())))
-            conn.execute(sa.insert(drift_references).values(**row))
+            self._upsert(conn, drift_references, [row], tuple(key))
 
     def reference(self, index_name: str, store: str, version: int) -> tuple[Any, str] | None:
         """A version's drift reference ``(vectors, taken_at)``, or None when none was kept."""
@@ -819,10 +817,9 @@ class Catalog:
 
     def save_golden(self, name: str, version: int, files: Mapping[str, str]) -> None:
         """Keep a golden set's files (path -> text), replacing an older version."""
+        row = {"name": name, "version": version, "files": json.dumps(dict(files)), "saved_at": utcnow()}
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(golden_sets).where(golden_sets.c.name == name))
-            conn.execute(sa.insert(golden_sets).values(name=name, version=version, files=json.dumps(dict(files)),
-                                                       saved_at=utcnow()))
+            self._upsert(conn, golden_sets, [row], "name")
 
     def golden(self, name: str) -> tuple[int, dict[str, str]] | None:
         """A kept golden set ``(version, files)``, or None."""
@@ -909,7 +906,8 @@ class Catalog:
         never waits for a writer."""
         return _Guarded(self.engine)
 
-    def _upsert(self, conn, table: sa.Table, rows: list[dict], key: str) -> None:
+    def _upsert(self, conn, table: sa.Table, rows: list[dict], key: str | tuple[str, ...]) -> None:
+        keys = (key,) if isinstance(key, str) else tuple(key)
         if not rows:
             return
         if self.dialect == "postgresql":
@@ -919,8 +917,8 @@ class Catalog:
         else:  # pragma: no cover - only the two supported dialects
             raise CatalogError(f"unsupported catalog database {self.dialect!r}; use SQLite or PostgreSQL")
         stmt = insert(table)
-        cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key and c.name in rows[0]}
-        conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=cols), rows)
+        cols = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys and c.name in rows[0]}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=cols), rows)
 
 
 class _Guarded:
@@ -1015,4 +1013,8 @@ def _safe_url(url: str) -> str:
 
 
 def _short(exc: Exception) -> str:
+    """A database error in one line of at most 300 characters (the driver's message, no SQL)."""
     return " ".join(str(getattr(exc, "orig", exc) or exc).split())[:300]
+
+
+short_error = _short

@@ -247,9 +247,7 @@ class Settings:
             raise ConfigError(f"prepare_workers must be >= 0. Got {self.prepare_workers}.")
         if self.embedding_cache not in EMBEDDING_CACHES:
             raise ConfigError(f"embedding_cache must be one of {list(EMBEDDING_CACHES)}. Got {self.embedding_cache!r}.")
-        if self.staging_url.startswith("s3://") and len(self.staging_url) <= len("s3://"):
-            raise ConfigError(f"staging_url must be a folder or s3://bucket/prefix. Got {self.staging_url!r}.")
-        if "://" in self.staging_url and not self.staging_url.startswith("s3://"):
+        if "://" in self.staging_url and (not self.staging_url.startswith("s3://") or self.staging_url == "s3://"):
             raise ConfigError(f"staging_url must be a folder or s3://bucket/prefix. Got {self.staging_url!r}.")
         if self.embed_precision not in ("fp32", "bf16"):
             raise ConfigError(f"embed_precision must be fp32 or bf16. Got {self.embed_precision!r}.")

@@ -254,7 +254,7 @@ def schema_ref(settings: Settings, kind: str, name: str, suffix: str = "") -> st
 def ensure_state(settings: Settings, recorded: str) -> str:
     """An openable URL of a recorded state, its schema created when missing (secret)."""
     if recorded.startswith("schema:"):
-        _schema_ddl(settings, f'CREATE SCHEMA IF NOT EXISTS "{recorded[len("schema:"):]}"')
+        _schema_ddl(settings, f'CREATE SCHEMA IF NOT EXISTS "{_schema(recorded)}"')
     return state_db_url(settings, recorded)
 
 
@@ -265,15 +265,14 @@ def state_db_url(settings: Settings, recorded: str) -> str:
     import sqlalchemy as sa
 
     url = sa.engine.make_url(settings.catalog_db_url)
-    options = f"-csearch_path={recorded[len('schema:'):]}"
+    options = f"-csearch_path={_schema(recorded)}"
     return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
 
 
 def reset_state(settings: Settings, recorded: str) -> None:
     """Empty a version state (a failed earlier attempt's) so it can be built afresh."""
     drop_state(settings, recorded)
-    if recorded.startswith("schema:"):
-        _schema_ddl(settings, f'CREATE SCHEMA IF NOT EXISTS "{recorded[len("schema:"):]}"')
+    ensure_state(settings, recorded)
 
 
 def drop_state(settings: Settings, recorded: str | None) -> None:
@@ -281,9 +280,13 @@ def drop_state(settings: Settings, recorded: str | None) -> None:
     if not recorded:
         return
     if recorded.startswith("schema:"):
-        _schema_ddl(settings, f'DROP SCHEMA IF EXISTS "{recorded[len("schema:"):]}" CASCADE')
+        _schema_ddl(settings, f'DROP SCHEMA IF EXISTS "{_schema(recorded)}" CASCADE')
     elif recorded.startswith("sqlite:///"):
         Path(recorded.split("sqlite:///", 1)[1]).unlink(missing_ok=True)
+
+
+def _schema(recorded: str) -> str:
+    return recorded[len("schema:"):]
 
 
 def _schema_ddl(settings: Settings, statement: str) -> None:

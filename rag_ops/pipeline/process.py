@@ -46,13 +46,14 @@ def process_batch(
         EmbeddingError: the model failed.
     """
     own = runtime is None
+    batch = staging_at(batch_ref, settings).read_json(batch_ref)
     if own:  # embed with the model and chunker of the version written (recorded in the batch)
         from rag_ops.versions import apply_overrides
 
-        settings = apply_overrides(settings, staging_at(batch_ref, settings).read_json(batch_ref).get("overrides"))
+        settings = apply_overrides(settings, batch.get("overrides"))
     rt = runtime or Runtime(settings, concurrent_encoders)
     try:
-        return embed_batch(prepare_batch(settings, batch_ref, rt), rt)
+        return embed_batch(prepare_batch(settings, batch_ref, rt, batch=batch), rt)
     finally:
         if own:
             rt.close()
@@ -71,13 +72,15 @@ class PreparedBatch:
 
 
 def prepare_batch(
-    settings: Settings, batch_ref: str, rt: Runtime, start: int = 0, stop: int | None = None
+    settings: Settings, batch_ref: str, rt: Runtime, start: int = 0, stop: int | None = None, batch: dict | None = None
 ) -> PreparedBatch:
     """The CPU-bound text half of :func:`process_batch` (everything but the model).
 
-    ``start``/``stop`` select a slice of the batch's documents (see :func:`merge_prepared`).
+    ``start``/``stop`` select a slice of the batch's documents (see :func:`merge_prepared`);
+    ``batch``: the staged manifest at ``batch_ref`` when the caller has read it already.
     """
-    batch = staging_at(batch_ref, settings).read_json(batch_ref)
+    if batch is None:
+        batch = staging_at(batch_ref, settings).read_json(batch_ref)
     src = open_source(batch["source"], settings)
     docs = batch["docs"][start:stop]
     prepared = PreparedBatch(batch_ref, len(docs), [], [], Counter(), Counter())
