@@ -7,8 +7,9 @@ blank line + text, else generated prose), then measures, with the model loaded b
 time is not counted, as in shared/PEERS.md):
 
 1. a full ``ingest`` into fresh Chroma + Milvus Lite collections (chunks/s, documents/s);
-2. raw ``SentenceTransformer.encode`` of exactly the chunks the pipeline produced (same batch
-   size, same precision), timed before and after the pipeline run; ratio = pipeline ÷ raw;
+2. raw ``SentenceTransformer.encode`` (torch, ``--precision``) of exactly the chunks the pipeline
+   produced (same batch size), timed before and after the pipeline run; ratio = pipeline ÷ raw
+   (above 1 when the pipeline's encode backend is faster than torch: ``RAGOPS_EMBED_BACKEND``);
 3. an unchanged re-run (fraction of the full run, chunks encoded);
 4. 1% of documents touched (mtime moved, bytes equal), 1% edited, 1% deleted with full sync;
 5. peak RSS of the process after the full run (model, stores and pipeline; before the baseline).
@@ -108,7 +109,7 @@ def main() -> int:
     )
     print(f"corpus: {args.docs} documents, {nbytes / 1e6:.1f} MB ({'BEIR ' + args.beir.name if args.beir else 'generated'})")
     print(f"settings: chunk {settings.chunk_size}/{settings.chunk_overlap} tokens, encode batch {settings.embed_batch_size}, "
-          f"{settings.batch_size} docs/batch, {settings.prepare_workers} prepare worker(s), precision {settings.embed_precision}, stores {','.join(settings.stores)}")
+          f"{settings.batch_size} docs/batch, {settings.prepare_workers} prepare worker(s), backend {settings.encoder_backend} (raw encode: torch {settings.embed_precision}), stores {','.join(settings.stores)}")
 
     t = time.perf_counter()
     model = load_model(settings.model_path)

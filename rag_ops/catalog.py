@@ -138,6 +138,7 @@ index_versions = sa.Table(
     sa.Column("embedding_model", sa.Text),
     sa.Column("model_id", sa.String(255)),
     sa.Column("model_hash", sa.String(64)),
+    sa.Column("embed_backend", sa.String(32)),
     sa.Column("chunk_size", sa.Integer),
     sa.Column("chunk_overlap", sa.Integer),
     sa.Column("chunker_hash", sa.String(64)),

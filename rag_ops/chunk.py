@@ -7,7 +7,9 @@ How chunks are built (token counts use the embedding model's own tokenizer):
    split by LangChain's ``RecursiveCharacterTextSplitter`` (paragraphs, lines, sentences, words),
    with ``chunk_overlap`` tokens of overlap, and **every piece is prefixed with the heading**.
    So no chunk is a bare title (LangChain's splitter alone emits one whenever a titled document
-   is longer than one chunk), and each piece keeps its context.
+   is longer than one chunk), and each piece keeps its context. Title-like lines that
+   unstructured left as prose (a plain-text title, a short line before a long paragraph) are
+   treated the same way: leading ones join the heading, later ones lead the piece after them.
 3. Consecutive whole sections are packed together while they fit, so short sections do not
    become tiny chunks.
 
@@ -32,6 +34,7 @@ from rag_ops.parse import Block
 MAX_HEADING_TOKENS = 48
 CHARS_PER_TOKEN_CAP = 12
 LONG_WORD = re.compile(r"\S{200,}")
+NOT_HEADINGS = frozenset({"ListItem", "Table", "PageBreak", "Formula", "CodeSnippet"})
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
 
 
@@ -142,7 +145,7 @@ class Chunker:
         """The heading as it prefixes each piece: at most a quarter of a chunk (and 48 tokens)."""
         if not heading:
             return "", 0
-        cap = min(MAX_HEADING_TOKENS, self.chunk_size // 4)
+        cap = self._heading_cap
         n = self.length(heading)
         if n > cap:
             words = heading.split()
@@ -209,27 +212,73 @@ class Chunker:
     def _units(self, blocks: list[Block]) -> list[_Unit]:
         units: list[_Unit] = []
         for heading_raw, body_blocks in self._sections(blocks):
-            heading, h_tokens = self._heading(heading_raw)
-            section = heading_raw.split("\n")[-1] if heading_raw else None
             page = next((b.page for b in body_blocks if b.page is not None), None)
             body = "\n\n".join(LONG_WORD.sub(_break_long_word, b.text) for b in body_blocks)
-            prefix = heading + "\n" if heading else ""
-            whole = prefix + body
+            heading, _ = self._heading(heading_raw)
+            whole = (heading + "\n" if heading else "") + body
             n = self.length(whole)
             if n <= self.chunk_size:
+                section = heading_raw.split("\n")[-1] if heading_raw else None
                 units.append(_Unit(whole, n, page, section, whole=True))
                 continue
-            # the heading takes at most a quarter of the chunk, so the budget stays >= 3/4 of it
-            budget = self.chunk_size - h_tokens
-            page_at = _page_locator(body_blocks)
-            start = 0
-            for piece in self._splitter(budget).split_text(body):
-                # pieces come in order and may overlap: search from just after the previous start
-                found = body.find(piece, start)
-                start = found if found >= 0 else start
-                text = prefix + piece
-                units.append(_Unit(text, self.length(text), page_at(start) or page, section, whole=False))
-                start += 1
+            heading_raw, body_blocks = self._promote_title_lines(heading_raw, body_blocks)
+            units.extend(self._split_section(heading_raw, body_blocks, page))
+        return units
+
+    @property
+    def _heading_cap(self) -> int:
+        return min(MAX_HEADING_TOKENS, self.chunk_size // 4)
+
+    def _title_line(self, block: Block, limit: int | None = None) -> bool:
+        """A block that reads like a heading: one line of at most ``limit`` tokens (a heading's
+        cap by default) that is not a list item or a table (unstructured may call a heading prose)."""
+        text = block.text.strip()
+        limit = self._heading_cap if limit is None else limit
+        return block.kind not in NOT_HEADINGS and "\n" not in text and self.length(text) <= limit
+
+    def _promote_title_lines(self, heading_raw: str | None, body: list[Block]) -> tuple[str | None, list[Block]]:
+        """Leading title-like lines of a section too long for one chunk join its heading, so they
+        prefix every piece instead of becoming a chunk of their own (a plain-text title line, or
+        a subtitle under a recognised title)."""
+        while len(body) > 1 and self._title_line(body[0]):
+            promoted = f"{heading_raw}\n{body[0].text.strip()}" if heading_raw else body[0].text.strip()
+            if self.length(promoted) > self._heading_cap:
+                break
+            heading_raw, body = promoted, body[1:]
+        return heading_raw, body
+
+    def _split_section(self, heading_raw: str | None, body_blocks: list[Block], page: int | None) -> list[_Unit]:
+        heading, h_tokens = self._heading(heading_raw)
+        section = heading_raw.split("\n")[-1] if heading_raw else None
+        body = "\n\n".join(LONG_WORD.sub(_break_long_word, b.text) for b in body_blocks)
+        prefix = heading + "\n" if heading else ""
+        # the heading takes at most a quarter of the chunk, so the budget stays >= 3/4 of it
+        budget = self.chunk_size - h_tokens
+        page_at = _page_locator(body_blocks)
+        pieces = self._splitter(budget).split_text(body)
+        lines = {b.text.strip() for b in body_blocks if self._title_line(b, self.chunk_size // 2)}
+        units: list[_Unit] = []
+        start = 0
+        carry = ""  # a short piece (an unrecognised sub-heading) waiting to lead the next piece
+        for i, piece in enumerate(pieces):
+            # pieces come in order and may overlap: search from just after the previous start
+            found = body.find(piece, start)
+            start = found if found >= 0 else start
+            at = page_at(start) or page
+            start += 1
+            # only a whole one-line block is carried (a sub-heading, or a title too long to be a
+            # heading), never a short sentence piece; the next piece keeps at least a quarter chunk
+            if i + 1 < len(pieces) and piece.strip() in lines and self.length(carry + piece) <= self.chunk_size // 2:
+                carry = f"{carry}{piece}\n"
+                continue
+            if carry and self.length(prefix + carry + piece) > self.chunk_size:
+                # the carried line leads each part of the piece, as a heading would
+                sub = self._splitter(budget - self.length(carry)).split_text(piece)
+                units.extend(_Unit(prefix + carry + p, self.length(prefix + carry + p), at, section, whole=False) for p in sub)
+            else:
+                text = prefix + carry + piece
+                units.append(_Unit(text, self.length(text), at, section, whole=False))
+            carry = ""
         return units
 
     def _pack(self, units: list[_Unit]) -> list[_Unit]:

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from typing import Any, Sequence
 
 from rag_ops.config import load_settings
@@ -141,13 +142,34 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     from rag_ops.pipeline import ingest
 
     settings = load_settings(stores=args.stores, batch_size=args.batch_size)
+    started = _process_age()  # the interpreter's start and ragops' imports, before ingest() runs
     report = ingest(
         settings, source=args.source, full_sync=args.full_sync, since=args.since, until=args.until,
         retry_quarantined=args.retry_quarantined, helper_processes=True,
     )
+    seconds = report["seconds"]
+    seconds["startup"] = round(seconds.get("startup", 0.0) + started, 3)
+    seconds["total"] = round(seconds["total"] + started, 3)
     if not args.json:
         print(format_report(report))
     return report
+
+
+def _process_age() -> float:
+    """Seconds since this process started (0 where the OS does not say).
+
+    Linux: both figures count from boot in /proc, to 10 ms (a process's create time in wall
+    clock is only whole seconds of boot time off)."""
+    try:
+        import os
+
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def cmd_query(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -434,5 +456,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The ``ragops`` command: :func:`main`, then a quick exit.
+
+    Once the command has returned, every store and catalog is closed and its output written;
+    tearing down the interpreter's modules (spaCy, Great Expectations, pandas...) then took 1.1 to
+    1.7 s of a one-document ingest here. The exit handlers still run (logging's flush, Milvus
+    Lite's server shutdown, multiprocessing's clean-up); only that teardown is skipped.
+    """
+    import atexit
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

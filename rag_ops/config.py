@@ -139,7 +139,9 @@ class Settings:
     # embedding
     embedding_model: str = PACKAGED_MODEL  # a local model dir, or the packaged MiniLM
     embed_batch_size: int = 16  # measured here: 16 encodes faster than 32 and peaks ~60 MB lower
-    embed_precision: str = "fp32"  # fp32 | bf16 (autocast on CPU; measure with bench/)
+    embed_backend: str = "auto"  # auto | torch | torch-bf16 | onnx | onnx-int8 (rag_ops/encoders.py; auto by CPU)
+    embed_precision: str = "fp32"  # fp32 | bf16: bf16 is the older spelling of embed_backend torch-bf16
+    model_cache_dir: str = ""  # where ONNX exports of the model are kept (empty: data_dir/models)
     embedding_cache: str = "auto"  # auto (the catalog's database when it is a server, else sqlite) | sqlite | catalog
     embedding_cache_url: Secret = Secret("")  # the cache's database when embedding_cache is catalog (empty: the catalog's)
     embed_threads: int = 0  # torch threads per encoding process; 0: cores / processes encoding at once
@@ -251,6 +253,9 @@ class Settings:
             raise ConfigError(f"staging_url must be a folder or s3://bucket/prefix. Got {self.staging_url!r}.")
         if self.embed_precision not in ("fp32", "bf16"):
             raise ConfigError(f"embed_precision must be fp32 or bf16. Got {self.embed_precision!r}.")
+        from rag_ops.encoders import resolve_backend
+
+        resolve_backend(self.embed_backend, self.embed_precision)  # a clear error for a bad name
         if not 3 <= len(self.collection) <= 60 or not self.collection.replace("_", "").isalnum():
             raise ConfigError(
                 "collection must be 3-60 characters of letters, digits and underscores "
@@ -375,17 +380,36 @@ class Settings:
         return self.embedding_model
 
     @property
-    def model_id(self) -> str:
-        """Identifies the model in cache keys and index versions."""
+    def model_name(self) -> str:
+        """The model alone (its tokenizer decides chunk boundaries, whatever the backend)."""
         if self.embedding_model == PACKAGED_MODEL:
             return "sentence-transformers/all-MiniLM-L6-v2"
         return self.embedding_model.rstrip("/")
 
     @property
+    def encoder_backend(self) -> str:
+        """The concrete encode backend (``auto`` resolved for this machine's CPU)."""
+        from rag_ops.encoders import resolve_backend
+
+        return resolve_backend(self.embed_backend, self.embed_precision)
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model and its encode backend in cache keys and index versions (torch
+        fp32 adds nothing, so caches built before backends existed stay valid)."""
+        from rag_ops.encoders import model_id_suffix
+
+        return self.model_name + model_id_suffix(self.encoder_backend)
+
+    @property
+    def model_cache_path(self) -> Path:
+        return Path(self.model_cache_dir).expanduser() if self.model_cache_dir else self.data_dir / "models"
+
+    @property
     def chunker_fingerprint(self) -> str:
         """Hash of everything that changes chunk boundaries; part of every chunk id."""
         raw = json.dumps(
-            {"v": 1, "model": self.model_id, "size": self.chunk_size, "overlap": self.chunk_overlap},
+            {"v": 2, "model": self.model_name, "size": self.chunk_size, "overlap": self.chunk_overlap},
             sort_keys=True,
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:16]

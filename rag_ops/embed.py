@@ -6,7 +6,6 @@ unchanged chunk is never encoded twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -30,7 +29,8 @@ _MODELS_LOCK = threading.Lock()
 
 
 def load_model(model_path: str):
-    """The SentenceTransformer at ``model_path``, loaded offline once per process.
+    """The torch SentenceTransformer at ``model_path``, loaded offline once per process (the
+    benchmarks' raw-encode reference; the pipeline encodes through :class:`Embedder`).
 
     Raises:
         EmbeddingError: the path holds no loadable model.
@@ -64,54 +64,40 @@ class EmbedResult:
 
 
 class Embedder:
-    """A sentence-transformers model loaded offline from a local path, loaded on first use."""
+    """A local sentence-transformers model behind one encode backend (:mod:`rag_ops.encoders`),
+    loaded offline on first use."""
 
     def __init__(
-        self, model_path: str, model_id: str, batch_size: int = 32, precision: str = "fp32", threads: int = 0
+        self, model_path: str, model_id: str, batch_size: int = 32, backend: str = "torch", threads: int = 0,
+        cache_dir: Path | None = None,
     ):
         self.model_path = model_path
-        self.model_id = model_id
+        self.model_id = model_id  # includes the backend (encoders.model_id_suffix)
         self.batch_size = batch_size
-        self.precision = precision
-        self.threads = threads  # torch intra-op threads while encoding; 0 leaves torch's default
-        self._model = None
+        self.backend = backend
+        self.threads = threads  # intra-op threads while encoding; 0 leaves the runtime's default
+        self.cache_dir = cache_dir or Path.home() / ".ragops" / "models"  # where ONNX exports are kept
+        self._encoder = None
 
     @property
-    def model(self):
-        if self._model is None:
-            self._model = load_model(self.model_path)
-        return self._model
+    def encoder(self):
+        if self._encoder is None:
+            from rag_ops.encoders import load_encoder
 
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
+            self._encoder = load_encoder(self.model_path, self.backend, self.cache_dir, self.threads)
+        return self._encoder
 
     @property
     def dimension(self) -> int:
-        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(getter())
+        return self.encoder.dimension
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Encode texts (no cache), normalised to unit length, float32."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        ctx = contextlib.nullcontext()
-        if self.precision == "bf16" or self.threads:
-            import torch
-
-            if self.threads and torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)
-            if self.precision == "bf16":
-                ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+        encoder = self.encoder
         try:
-            with ctx:
-                vectors = self.model.encode(
-                    texts,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+            vectors = encoder.encode(texts, self.batch_size)
         except Exception as exc:
             raise EmbeddingError(f"encoding {len(texts)} texts failed: {type(exc).__name__}: {exc}") from exc
         return np.asarray(vectors, dtype=np.float32)
@@ -130,9 +116,9 @@ class Embedder:
         fresh: dict[str, np.ndarray] = {}
         encode_seconds = load_seconds = 0.0
         if missing:
-            if self._model is None:  # the load is its own figure: tokens/s must not include it
+            if self._encoder is None:  # the load is its own figure: tokens/s must not include it
                 t_load = time.perf_counter()
-                _ = self.model
+                _ = self.encoder
                 load_seconds = time.perf_counter() - t_load
             t_model = time.perf_counter()
             encoded = self.encode(list(missing.values()))
@@ -203,7 +189,10 @@ def make_embedder(settings: "Settings", concurrent_encoders: int = 1) -> Embedde
     threads = settings.embed_threads
     if threads == 0 and concurrent_encoders > 1:
         threads = max(1, available_cores() // concurrent_encoders)
-    return Embedder(settings.model_path, settings.model_id, settings.embed_batch_size, settings.embed_precision, threads)
+    return Embedder(
+        settings.model_path, settings.model_id, settings.embed_batch_size, settings.encoder_backend, threads,
+        settings.model_cache_path,
+    )
 
 
 def available_cores() -> int:

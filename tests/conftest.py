@@ -100,6 +100,20 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_model_export_per_session(tmp_path_factory):
+    """Every test has a new data dir, and the ONNX export of the model lives beside the data by
+    default: the session shares one export folder instead (exports are keyed by the model files'
+    hash, so sharing is what a user's model_cache_dir does too), in this process and in the CLI
+    and Airflow processes tests start."""
+    shared = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAGOPS_MODEL_CACHE_DIR", str(shared))
+        default = Settings.model_cache_path.fget
+        mp.setattr(Settings, "model_cache_path", property(lambda s: default(s) if s.model_cache_dir else shared))
+        yield shared
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _stop_milvus_lite_servers():
     """Stop Milvus Lite servers a test left open before pytest closes logging (else the atexit
     hook of milvus_lite logs into closed streams)."""

@@ -127,6 +127,106 @@ def test_no_chunk_is_a_bare_title(which, chunker, small_chunker):
         assert c.section == heading
 
 
+# Two Cranfield abstracts (BEIR's cranfield corpus, documents 24 and 25), written as the peers'
+# benchmark writes them: the title line, a blank line, the abstract. unstructured calls the first
+# title line prose (nothing marks it as a heading) and recognises the second as a Title.
+CRANFIELD = {
+    "24": (
+        "theory of stagnation point heat transfer in dissociated air .",
+        "the boundary-layer equations are developed in general for the case of very high speed flight where the "
+        "external flow is in a dissociated state . in particular the effects of diffusion and of atom recombination "
+        "in the boundary layer are included . it is shown that at the stagnation point the equations can be reduced "
+        "exactly to a set of nonlinear ordinary differential equations even when the chemical reactions proceed so "
+        "slowly that the boundary layer is not in thermochemical equilibrium . two methods of numerical solution of "
+        "these stagnation point equations are presented, one for the equilibrium case and the other for the "
+        "nonequilibrium case . numerical results are correlated in terms of the parameters entering the numerical "
+        "formulation so as not to depend critically on the physical assumptions made . for the nonequilibrium "
+        "boundary layer, both catalytic (to atom recombination) and noncatalytic wall surfaces are considered . a "
+        "solution is represented which shows the transition from the /frozen/ boundary layer (very slow "
+        "recombination rates) to the equilibrium boundary layer (fast recombination rates) . a recombination rate "
+        "parameter is introduced to interpret the nonequilibrium results, and it is shown that a scale factor is "
+        "involved in relating the equilibrium state of a boundary layer on bodies of different sizes . it is "
+        "concluded that the heat transfer through the equilibrium stagnation point boundary layer can be computed "
+        "accurately by a simple correlation formula and that the heat transfer is almost unaffected by a "
+        "nonequilibrium state of the boundary layer provided the wall is catalytic and the lewis number near unity .",
+    ),
+    "25": (
+        "inviscid hypersonic flow over blunt-nosed slender bodies .",
+        "at hypersonic speeds the drag area of a blunt nose is much larger than the drag area of a slender afterbody, "
+        "and the energy contained in the flow field in a plane at right angles to the flight direction is nearly "
+        "constant over a downstream distance many times greater than the characteristic nose dimension . the "
+        "transverse flow field exhibits certain similarity properties directly analogous to the flow similarity "
+        "behind an intense blast wave found by g. i. taylor, s. c. lin, and a. sakurai . a comparison with the "
+        "experiments of hammitt, vas, and bogdonoff on a flat plate with a blunt leading edge at in helium shows "
+        "that the shock-wave shape is predicted very accurately by this similarity analysis . the predicted surface "
+        "pressure distribution is somewhat less satisfactory . experimental results on a hemisphere-cylinder "
+        "obtained at in the galcit air tunnel indicate that not only the shock-wave shape but also the surface "
+        "pressures for this body are given very closely by the similarity theory, except near the "
+        "hemisphere-cylinder junction . energy considerations combined with a detailed study of the equations of "
+        "motion show that flow similarity is also possible for a class of bodies of the form, provided that, where "
+        "for a two-dimensional body and for a body of revolution . when the shock shape is not similar to the body "
+        "shape, and the entire flow field some distance from the nose must depend to some extent on the details of "
+        "the nose geometry .",
+    ),
+}
+
+
+def parsed_and_chunked(ch, name: str, text: str):
+    from rag_ops.clean import clean_blocks
+    from rag_ops.parse import parse_document
+
+    blocks = clean_blocks(parse_document(text.encode(), name))
+    return blocks, ch.chunk_document(doc_id_for(name), name, blocks)
+
+
+@pytest.mark.parametrize("which", ["default", "small"])
+def test_a_plain_text_title_line_never_becomes_a_chunk_of_its_own(which, chunker, small_chunker):
+    """Issue 13: a Cranfield-shaped file (title line, blank line, abstract longer than a chunk)
+    gave the title as chunk 0. The title line now prefixes every piece, as a recognised title does."""
+    ch = chunker if which == "default" else small_chunker
+    kinds = {}
+    for doc, (title, abstract) in CRANFIELD.items():
+        blocks, chunks = parsed_and_chunked(ch, f"{doc}.txt", f"{title}\n\n{abstract}")
+        kinds[doc] = blocks[0].kind
+        assert len(chunks) > 1, f"document {doc} must be longer than one chunk"
+        for c in chunks:
+            body = body_of(c.text, title).strip()
+            assert len(body) > len(title), f"document {doc} chunk {c.seq} is (almost) only its title: {c.text!r}"
+            assert n_tokens(ch.tokenizer, c.text) <= ch.chunk_size
+        # every word of the abstract, in order (pieces may overlap, so a subsequence)
+        words = iter(" ".join(body_of(c.text, title) for c in chunks).split())
+        lost = [w for w in abstract.split() if not any(w == got for got in words)]
+        assert not lost, f"document {doc} lost text from {lost[0]!r} on"
+    assert kinds == {"24": "NarrativeText", "25": "Title"}, "the test needs one title of each kind"
+
+
+def test_a_short_line_before_a_long_paragraph_leads_the_next_piece(small_chunker):
+    """A sub-heading unstructured left as prose, between two long paragraphs: it is carried into
+    the piece after it instead of being a chunk alone."""
+    text = f"Gearbox manual\n\n{paragraph(0, 12)}\n\nLubrication intervals\n\n{paragraph(20, 12)}"
+    _, chunks = parsed_and_chunked(small_chunker, "manual.txt", text)
+    assert len(chunks) > 3
+    for c in chunks:
+        assert "Check " in c.text, f"chunk {c.seq} has no body text: {c.text!r}"
+        assert n_tokens(small_chunker.tokenizer, c.text) <= 64
+    led = [c for c in chunks if "Lubrication intervals" in c.text]
+    assert led and all("Check " in c.text.split("Lubrication intervals", 1)[1] for c in led)
+
+
+def test_cranfield_collection_has_no_bare_title_chunks(chunker):
+    """The first 150 documents of the real collection (when ../shared/datasets is beside the repo)."""
+    corpus = REPO.parent / "shared" / "datasets" / "cranfield" / "corpus.jsonl"
+    if not corpus.exists():
+        pytest.skip("../shared/datasets is not beside the repo")
+    with corpus.open() as fh:
+        docs = [json.loads(line) for _, line in zip(range(150), fh)]
+    bare = []
+    for d in docs:
+        _, chunks = parsed_and_chunked(chunker, f"{d['_id']}.txt", f"{d['title']}\n\n{d['text']}")
+        bare += [(d["_id"], c.seq) for c in chunks if c.text.strip() == d["title"].strip()]
+    assert not bare, f"bare-title chunks (document, seq): {bare}"
+
+
 def test_nested_headings_prefix_every_piece(small_chunker):
     blocks = [
         Block("Chapter 3", "Title", page=2),

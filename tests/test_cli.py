@@ -25,7 +25,7 @@ assert SECRET_SENTENCE in DOCS["robots/battery.txt"]
 
 
 def cli_env(data_dir: Path, source: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_") or k == "RAGOPS_MODEL_CACHE_DIR"}
     env.update(RAGOPS_DATA_DIR=str(data_dir), RAGOPS_SOURCE=str(source), RAGOPS_BATCH_SIZE="2", **extra)
     return env
 

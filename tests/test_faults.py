@@ -87,7 +87,7 @@ def assert_stores_match_catalog(settings: Settings) -> set[str]:
 
 
 def cli_env(data_dir: Path, source: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_") or k == "RAGOPS_MODEL_CACHE_DIR"}
     env.update(RAGOPS_DATA_DIR=str(data_dir), RAGOPS_SOURCE=str(source), RAGOPS_BATCH_SIZE="2", **extra)
     return env
 
@@ -259,7 +259,7 @@ def test_sigkill_during_upsert_then_rerun_converges(tmp_path, killed, after, edi
     script = textwrap.dedent(
         KILL_SCRIPT.format(module=module, cls=cls, after=after, data_dir=str(settings.data_dir), source=str(source))
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_") or k == "RAGOPS_MODEL_CACHE_DIR"}
     child = subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=300
     )

@@ -115,7 +115,7 @@ def _read_ahead(docs: list[dict], src, settings: Settings, secs: Counter) -> dic
     or the exception reading raised (re-raised at that document's own read stage, so errors are
     handled exactly as without read-ahead). Stops at the first document that is not plain text.
     """
-    from rag_ops.parse import TEXT_EXTENSIONS, classifier_texts, prime_classifier
+    from rag_ops.parse import TEXT_EXTENSIONS, classifier_texts, load_parser, prime_classifier
 
     out: dict[str, bytes | BaseException] = {}
     texts: list[str] = []
@@ -135,6 +135,8 @@ def _read_ahead(docs: list[dict], src, settings: Settings, secs: Counter) -> dic
                 continue
         out[entry["doc_id"]] = data
         total += len(data)
+        with _timed(secs, "imports"):
+            load_parser(extension_of(entry["uri"]))
         if len(data) <= 4 * settings.max_document_chars and content_hash(data) not in (entry["prev_hash"], entry.get("prev_error_hash")):
             texts.extend(classifier_texts(data, entry["uri"], settings.max_document_chars))
     if texts:
@@ -185,7 +187,7 @@ def _prepare_document(
     :func:`_read_ahead` got for it (its bytes, or the exception reading raised).
     """
     from rag_ops.clean import clean_blocks
-    from rag_ops.parse import parse_document
+    from rag_ops.parse import load_parser, parse_document
 
     doc = _source_doc(entry)
     base = {
@@ -219,6 +221,8 @@ def _prepare_document(
                 f"text file is {len(data):,} bytes, more than max_document_chars "
                 f"({settings.max_document_chars:,}) can hold; refused before parsing"
             )
+        with _timed(secs, "imports"):
+            load_parser(extension_of(doc.uri))
         with _timed(secs, "parse"):
             blocks = parse_document(
                 data, doc.uri, max_pdf_pages=settings.max_pdf_pages, languages=settings.languages,
@@ -239,7 +243,8 @@ def _prepare_document(
                 "no text left after the document steps" if stage == "steps"
                 else "no text left after cleaning (only page numbers, headers or symbols)"
             )
-        base["stats"] = _text_stats(blocks)
+        with _timed(secs, "clean"):
+            base["stats"] = _text_stats(blocks)
         n_chars = base["stats"]["n_chars"]
         if n_chars > settings.max_document_chars:
             raise DocumentTooLarge(
@@ -321,7 +326,8 @@ def embed_batch(prepared: PreparedBatch, rt: Runtime) -> dict:
 
     result_ref, vectors_ref = result_refs(prepared.batch_ref)
     staging = staging_at(prepared.batch_ref, rt.settings)
-    staging.write_array(vectors_ref, vectors)  # first: the result file is what says the batch is done
+    with _timed(secs, "staging"):
+        staging.write_array(vectors_ref, vectors)  # first: the result file is what says the batch is done
     out = {
         "batch": prepared.batch_ref,
         "result": result_ref,

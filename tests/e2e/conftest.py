@@ -23,7 +23,7 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 
 def airflow_env(home: Path, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RAGOPS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RAGOPS_")) or k == "RAGOPS_MODEL_CACHE_DIR"}
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -87,7 +87,7 @@ def standalone(tmp_path_factory):
     home = tmp_path / "airflow"
     home.mkdir()
     (home / "passwords.json").write_text(json.dumps({"admin": "test-pw"}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RAGOPS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "RAGOPS_")) or k == "RAGOPS_MODEL_CACHE_DIR"}
     env.update(
         AIRFLOW_HOME=str(home),
         RAGOPS_AIRFLOW_DB_URL=db_url,

@@ -39,7 +39,7 @@ def browser(profile: Path):
 
 
 def ragops(args: list[str], root: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_") or k == "RAGOPS_MODEL_CACHE_DIR"}
     env.update(RAGOPS_DATA_DIR=str(root / "data"), RAGOPS_SOURCE=str(root / "src"), RAGOPS_DRIFT_MIN_SAMPLE="10",
                RAGOPS_DRIFT_REFERENCE_SIZE="40", **extra)
     out = subprocess.run([str(Path(sys.executable).parent / "ragops"), *args, "--json"], env=env, capture_output=True,

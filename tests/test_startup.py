@@ -1,0 +1,68 @@
+"""Fixed costs and honest timings of `ragops ingest`, measured the way a user runs it: a new
+process each time (imports and the model load are part of what a run pays)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import write_corpus
+from test_cli import cli_env, last_json, ragops
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "sentence_transformers", "great_expectations", "unstructured", "spacy")
+# the CLI's own entry, then which heavy libraries the process ended up importing
+PROBE = (
+    "import json, sys\n"
+    "from rag_ops.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    f"print(json.dumps({{'code': code, 'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+)
+
+
+def probe(env: dict[str, str], *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    return {"report": json.loads(lines[0]), **json.loads(lines[-1])}
+
+
+def test_every_second_of_an_ingest_belongs_to_a_named_stage(tmp_path):
+    """The report's stages (start-up and imports included) add up to its total within 2%, and the
+    total is the process's wall time: nothing of the run is left untimed."""
+    env = cli_env(tmp_path / "data", write_corpus(tmp_path / "src"))
+    t0 = time.perf_counter()
+    proc = ragops(env, "ingest", "--json")
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = last_json(proc)
+    seconds = dict(report["seconds"])
+    total = seconds.pop("total")
+    for stage in ("startup", "imports", "model_load", "parse", "chunk", "embed", "quality", "upsert", "commit"):
+        assert seconds.get(stage, 0) > 0, f"stage {stage} missing or zero: {seconds}"
+    assert abs(total - sum(seconds.values())) <= 0.02 * total, (total, sum(seconds.values()), seconds)
+    assert 0.9 * wall <= total <= wall, (total, wall)
+    assert set(report["upsert_seconds"]) == {"chroma", "milvus"}  # each store's own time, beside the stage
+
+
+def test_a_run_that_encodes_nothing_imports_no_model_and_no_quality_library(tmp_path):
+    """An unchanged re-run imports neither torch, transformers, Great Expectations nor the parsers;
+    a one-document edit encoded by ONNX Runtime parses and checks but never loads torch."""
+    src = write_corpus(tmp_path / "src")
+    env = cli_env(tmp_path / "data", src, RAGOPS_EMBED_BACKEND="onnx")
+    first = ragops(env, "ingest", "--json")
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    again = probe(env, "ingest", "--json")
+    assert again["report"]["encoded"] == 0 and again["report"]["unchanged"] == 3
+    assert again["loaded"] == [], f"an unchanged re-run imported {again['loaded']}"
+
+    doc = src / "robots" / "battery.txt"
+    doc.write_text(doc.read_text() + "\nThe pack weighs eleven kilograms.\n")
+    edit = probe(env, "ingest", "--json")
+    assert edit["report"]["changed"] == 1 and edit["report"]["encoded"] >= 1
+    assert "torch" not in edit["loaded"] and "transformers" not in edit["loaded"], edit["loaded"]
+    assert {"great_expectations", "unstructured"} <= set(edit["loaded"])  # the gate and the parser did run
