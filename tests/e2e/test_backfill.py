@@ -98,3 +98,24 @@ def test_backfill_over_two_days_ingests_each_days_documents(standalone):
     indexed = {row.uri for row in docs.values() if row.status == "indexed"}
     assert indexed == {str(src / "d1/alpha.txt"), str(src / "d1/beta.md"), str(src / "d2/gamma.txt")}
     assert doc_id_for(str(src / "old/delta.txt")) not in docs
+
+    # each mapped process_batch task is a new process: its report splits its time into the
+    # imports and the model load it paid, and the work; together no more than the task's run
+    for run in runs:
+        tis = http.get(f"{api}/api/v2/dags/rag_ingest/dagRuns/{run['dag_run_id']}/taskInstances", timeout=10).json()
+        batches = [ti for ti in tis["task_instances"] if ti["task_id"] == "process_batch"]
+        assert batches, tis
+        for ti in batches:
+            r = http.get(
+                f"{api}/api/v2/dags/rag_ingest/dagRuns/{run['dag_run_id']}/taskInstances/process_batch/xcomEntries/return_value",
+                params={"map_index": ti["map_index"]}, timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            value = r.json()["value"]
+            seconds = (json.loads(value) if isinstance(value, str) else value)["seconds"]
+            work = {k: v for k, v in seconds.items() if k not in ("imports", "model_load", "encode_model")}
+            print(f"process_batch {run['data_interval_start'][:10]}[{ti['map_index']}]: task {ti['duration']:.2f}s; "
+                  f"imports {seconds.get('imports', 0):.2f}s, model load {seconds.get('model_load', 0):.2f}s, "
+                  f"work {sum(work.values()):.2f}s {work}")
+            assert seconds.get("imports", 0) > 0 and seconds.get("model_load", 0) > 0, seconds
+            assert sum(v for k, v in seconds.items() if k != "encode_model") <= ti["duration"], (seconds, ti["duration"])
