@@ -122,6 +122,10 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # idle threads sleep instead of spinning: spinning threads took the cores from every other
+        # process (Airflow's parallel tasks, a parser helper) and halved throughput under load
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3  # its warnings go to stderr, not through logging
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -194,11 +198,34 @@ def onnx_model(model_path: str, backend: str, cache_dir: Path) -> Path:
     fp32 = folder / "model.onnx"
     target = fp32 if backend == "onnx" else folder / "model-int8.onnx"
     with _EXPORT_LOCK:
-        if not fp32.is_file():
-            _export(model_path, fp32)
         if not target.is_file():
-            _quantize(fp32, target)
+            _in_child_process(model_path, backend, target)
     return target
+
+
+def _in_child_process(model_path: str, backend: str, target: Path) -> None:
+    """Export (and quantise) in a process of its own: the export imports torch and holds the model
+    twice (about 0.8 GB more at its peak), none of which the encoding process needs afterwards."""
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    code = "import sys; from rag_ops.encoders import _materialize; _materialize(sys.argv[1], sys.argv[2], sys.argv[3])"
+    out = subprocess.run([sys.executable, "-c", code, model_path, backend, str(target)], capture_output=True, text=True)
+    if out.returncode != 0 or not target.is_file():
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EmbeddingError(f"exporting {model_path!r} to ONNX ({backend}) failed: {tail}")
+    log.info("exported the embedding model to ONNX (%s) in %.1fs", target, time.perf_counter() - t0)
+
+
+def _materialize(model_path: str, backend: str, target: str) -> None:
+    """The child's work: the fp32 export if missing, then the int8 model when asked for."""
+    target_path = Path(target)
+    fp32 = target_path.with_name("model.onnx")
+    if not fp32.is_file():
+        _export(model_path, fp32)
+    if backend == "onnx-int8" and not target_path.is_file():
+        _quantize(fp32, target_path)
 
 
 def _export(model_path: str, dest: Path) -> None:
@@ -207,7 +234,6 @@ def _export(model_path: str, dest: Path) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    t0 = time.perf_counter()
     dest.parent.mkdir(parents=True, exist_ok=True)
     model = SentenceTransformer(model_path, device="cpu", local_files_only=True).eval()
     prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
@@ -237,13 +263,11 @@ def _export(model_path: str, dest: Path) -> None:
         raise EmbeddingError(f"exporting {model_path!r} to ONNX failed: {type(exc).__name__}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("exported the embedding model to ONNX (%s) in %.1fs", dest, time.perf_counter() - t0)
 
 
 def _quantize(source: Path, dest: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    t0 = time.perf_counter()
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     ort_logger = logging.getLogger()  # onnxruntime.quantization warns through the root logger
     level = ort_logger.level
@@ -257,7 +281,6 @@ def _quantize(source: Path, dest: Path) -> None:
     finally:
         ort_logger.setLevel(level)
         tmp.unlink(missing_ok=True)
-    log.info("quantised the ONNX model to int8 (%s) in %.1fs", dest, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------- loading
