@@ -236,7 +236,9 @@ def test_the_backend_is_part_of_the_model_identity(tmp_path):
 def test_auto_backend_follows_the_cpu():
     from rag_ops.encoders import auto_backend
 
-    assert auto_backend(frozenset({"sse4_2", "avx", "avx2", "fma"})) == "onnx"
+    assert auto_backend(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})) == "onnx-int8"
+    assert auto_backend(frozenset({"avx2", "avx_vnni"})) == "onnx-int8"
+    assert auto_backend(frozenset({"sse4_2", "avx", "avx2", "fma"})) == "onnx"  # no VNNI: fp32 kernels
     assert auto_backend(frozenset({"fp", "asimd"})) == "torch"  # ARM: nothing measured, the reference
 
 
