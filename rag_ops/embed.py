@@ -39,11 +39,9 @@ def load_model(model_path: str):
         if model_path not in _MODELS:
             t0 = time.perf_counter()
             try:
-                import transformers
-                from sentence_transformers import SentenceTransformer
+                from rag_ops.encoders import sentence_transformer
 
-                transformers.utils.logging.disable_progress_bar()
-                _MODELS[model_path] = SentenceTransformer(model_path, device="cpu", local_files_only=True)
+                _MODELS[model_path] = sentence_transformer(model_path)
             except Exception as exc:
                 raise EmbeddingError(
                     f"cannot load the embedding model from {model_path!r}: {type(exc).__name__}: {exc}"

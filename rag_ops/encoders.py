@@ -90,13 +90,18 @@ def resolve_backend(embed_backend: str, embed_precision: str = "fp32") -> str:
 
 
 # ---------------------------------------------------------------------------------------- torch
+def sentence_transformer(model_path: str):
+    """A new torch SentenceTransformer from the local folder, offline, on the CPU."""
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.disable_progress_bar()
+    return SentenceTransformer(model_path, device="cpu", local_files_only=True)
+
+
 class TorchEncoder:
     def __init__(self, model_path: str, bf16: bool, threads: int):
-        import transformers
-        from sentence_transformers import SentenceTransformer
-
-        transformers.utils.logging.disable_progress_bar()
-        self.model = SentenceTransformer(model_path, device="cpu", local_files_only=True)
+        self.model = sentence_transformer(model_path)
         self.bf16 = bf16
         self.threads = threads
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -237,10 +242,9 @@ def _export(model_path: str, dest: Path) -> None:
     import warnings
 
     import torch
-    from sentence_transformers import SentenceTransformer
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    model = SentenceTransformer(model_path, device="cpu", local_files_only=True).eval()
+    model = sentence_transformer(model_path).eval()
     prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
     sample = prepare(["an example sentence", "a second, somewhat longer example sentence"])
     names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]

@@ -128,6 +128,7 @@ class GateResult:
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
     data_docs: str | None = None  # docs_dir/index.html, when docs_dir was given
     seconds: float = 0.0
+    import_seconds: float = 0.0  # Great Expectations' import, when this call was the first to need it
 
     @property
     def ok(self) -> bool:
@@ -342,15 +343,6 @@ def _gx() -> _Gx:
                 _GX_STATE.import_seconds, _GX_STATE.setup_seconds,
             )
         return _GX_STATE
-
-
-def load_gx() -> float:
-    """Import Great Expectations and set up its context once per process. Returns the import's
-    seconds when this call did it (0 otherwise), so a run reports it as start-up, not as checks."""
-    with _GX_LOCK:
-        fresh = _GX_STATE is None
-        state = _gx()
-        return state.import_seconds if fresh else 0.0
 
 
 @contextlib.contextmanager
@@ -630,8 +622,11 @@ def check_quality(
         docs_path = None  # nothing to validate and the site exists: GX is not even imported
         gate.data_docs = str(Path(docs_dir).expanduser().absolute() / "index.html")
     if frames or docs_path is not None:
-        g = _gx()
         with _GX_LOCK:
+            fresh = _GX_STATE is None
+            g = _gx()
+            if fresh:  # start-up, reported apart from the checks
+                gate.import_seconds = g.import_seconds
             run = g.RunIdentifier(run_name=run_id, run_time=dt.datetime.now(dt.timezone.utc))
             if docs_path is None:
                 try:
