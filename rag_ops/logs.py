@@ -39,7 +39,8 @@ def quiet_library_noise() -> None:
         return
     for name, fragment in _NOISE:
         logging.getLogger(name).addFilter(_DropNoise(fragment))
-    for name in ("faiss.loader", "sentence_transformers", "chromadb.telemetry", "httpx"):
+    # Great Expectations logs a line at INFO for each of its API functions it registers on import
+    for name in ("faiss.loader", "sentence_transformers", "chromadb.telemetry", "httpx", "great_expectations"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _installed = True
 

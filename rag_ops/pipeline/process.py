@@ -135,9 +135,10 @@ def _read_ahead(docs: list[dict], src, settings: Settings, secs: Counter) -> dic
                 continue
         out[entry["doc_id"]] = data
         total += len(data)
-        with _timed(secs, "imports"):
-            load_parser(extension_of(entry["uri"]))
+        # bytes that did not change are not parsed: a run of touched files never loads a parser
         if len(data) <= 4 * settings.max_document_chars and content_hash(data) not in (entry["prev_hash"], entry.get("prev_error_hash")):
+            with _timed(secs, "imports"):
+                load_parser(extension_of(entry["uri"]))
             texts.extend(classifier_texts(data, entry["uri"], settings.max_document_chars))
     if texts:
         with _timed(secs, "parse"):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from rag_ops.config import Settings
-from rag_ops.errors import RagopsError
+from rag_ops.errors import RagopsError, StoreError
+from rag_ops.pipeline.helpers import Helper, exit_quickly, helper_pool, init_gate, init_store_writer
 from rag_ops.pipeline.plan import Plan, discover
 from rag_ops.pipeline.process import PreparedBatch, embed_batch, merge_prepared, prepare_batch, process_batch
 from rag_ops.pipeline.runtime import Runtime
@@ -35,6 +37,7 @@ def _init_prepare_worker(settings: Settings, level: str) -> None:
     global _WORKER_RT
     import os
 
+    exit_quickly()
     with contextlib.suppress(OSError):
         os.nice(19)
     from rag_ops.logs import setup_logging
@@ -51,8 +54,9 @@ def _prepare_in_worker(settings: Settings, batch_ref: str, start: int, stop: int
 PREPARE_SLICE = 16  # documents a helper or this process prepares at a time
 
 
-def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, helpers: int = 0) -> None:
+def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, helpers: int = 0) -> Counter:
     """Prepare and embed every batch, in order; low-priority helpers prepare slices ahead.
+    Returns the batches' counts, summed.
 
     Work is shared in slices of :data:`PREPARE_SLICE` documents taken from the front of one
     queue: a helper always holds one slice; this process, when the batch it is to embed next
@@ -61,11 +65,12 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, hel
     one after the other in this process.
     """
     total = len(batch_refs)
+    counts: Counter = Counter()
     if helpers < 1 or total < 2:
         for n, ref in enumerate(batch_refs, 1):
             log.info("processing batch %d/%d", n, total)
-            process_batch(settings, ref, runtime=rt)
-        return
+            counts.update(process_batch(settings, ref, runtime=rt)["counts"])
+        return counts
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, wait
 
@@ -77,7 +82,7 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, hel
         expected.append(len(starts))
         units.extend((b, s, s + PREPARE_SLICE) for s in starts)
     parts: dict[int, dict[int, PreparedBatch]] = {b: {} for b in range(total)}
-    with _helper_pool(helpers, _init_prepare_worker, settings) as pool:
+    with helper_pool(helpers, _init_prepare_worker, settings) as pool:
         in_flight: dict = {}
 
         def collect_and_feed() -> None:
@@ -100,7 +105,8 @@ def _process_batches(settings: Settings, batch_refs: list[str], rt: Runtime, hel
             prepared = merge_prepared([parts[b][k] for k in sorted(parts[b])])
             del parts[b]
             log.info("processing batch %d/%d", b + 1, total)
-            embed_batch(prepared, rt)
+            counts.update(embed_batch(prepared, rt)["counts"])
+    return counts
 
 
 # ---------------------------------------------------------------------------- all in one
@@ -124,9 +130,8 @@ def ingest(
     versions, embedded with their own model and chunker; a re-index passes the version it builds.
 
     With ``helper_processes`` (the CLI and the benchmark set it) the run may start helper
-    processes: ``settings.prepare_workers`` that parse batches ahead of the encoder, and one
-    process per store after the first that writes that store while this process writes the
-    first. They are started with ``spawn``, which imports the caller's main module again: only
+    processes: ``settings.prepare_workers`` that parse batches ahead of the encoder, one that
+    runs the quality gate and one per store that writes it (see :func:`_run_plan`). They are started with ``spawn``, which imports the caller's main module again: only
     a main module guarded by ``if __name__ == "__main__":`` (or run with ``python -m``) may ask
     for them.
     """
@@ -158,50 +163,54 @@ def ingest(
 
 def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_processes: bool = False) -> dict:
     """Process, gate, write and commit a discovered plan in this process (and its helpers)."""
-    # Stores are independent: each is written by one writer, side by side. In threads of one
-    # process they were measured to serialise (4,000 chunks: Chroma 3.1 s and Milvus 1.9 s alone,
-    # 4.9 s together in threads, 3.1 s with Milvus written from a second process), so with helper
-    # processes allowed every store after the first is written from a process of its own,
-    # started (and its libraries imported) now, while the batches are prepared.
-    offload = [s for s in plan.stores[1:] if s not in rt._stores] if helper_processes and plan.batches else []
-    writers = None
-    # a run of several batches encodes long enough to hide Great Expectations' import in the
-    # writer process (see _init_gate_and_store_writer); a small one gates here
-    gate_remote = bool(offload) and len(plan.batches) >= 2
-    if offload:
-        writers = _helper_pool(len(offload), _init_gate_and_store_writer if gate_remote else _init_store_writer, settings)
-        writers.submit(int)  # start the process now (imports happen in its initializer)
+    # With helper processes allowed and documents to process, the gate and every store's writes
+    # each get a process of their own, started (and their libraries imported) now, while this
+    # process imports its parsers, parses and encodes: a one-document edit then pays the
+    # parsers', Great Expectations' and the store clients' imports side by side rather than one
+    # after another. Stores are independent and were measured to serialise in threads of one
+    # process (4,000 chunks: Chroma 3.1 s and Milvus 1.9 s alone, 4.9 s together in threads,
+    # 3.1 s from two processes). And this process then holds no more than one batch at a time:
+    # the gate's frames of the whole run and an embedded store's index live in their processes.
+    helpers = helper_processes and bool(plan.batches)
+    gate_helper = Helper(init_gate, settings) if helpers else None
+    writers = {s: Helper(init_store_writer, settings, s) for s in plan.stores if s not in rt._stores} if helpers else {}
+    abandon = False
     try:
-        _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
+        counts = _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
+        to_write = sum(counts[k] for k in ("new", "changed", "restored"))
+        if not to_write:  # nothing new to check: neither GX nor a store client is needed
+            abandon = True
+            if gate_helper is not None:
+                gate_helper.close(abandon=True)
+                gate_helper = None
+            if not plan.deleted:
+                for helper in writers.values():
+                    helper.close(abandon=True)
+                writers = {}
         t_gate = time.perf_counter()
-        if gate_remote:  # Great Expectations was imported there while this process encoded
-            gate = writers.submit(quality_gate, settings, plan.ref).result()
+        if gate_helper is not None:
+            gate = gate_helper.submit(quality_gate, settings, plan.ref)
+            gate = _helper_result(gate, "quality gate", RagopsError)
         else:
             gate = quality_gate(settings, plan.ref, runtime=rt)
         gate_seconds = time.perf_counter() - t_gate
         t_write = time.perf_counter()
-        remote = {name: writers.submit(upsert_store, settings, name, plan.ref) for name in offload} if writers else {}
+        remote = {name: helper.submit(upsert_store, settings, name, plan.ref) for name, helper in writers.items()}
         local = [s for s in plan.stores if s not in remote]
         with ThreadPoolExecutor(max_workers=max(1, len(local)), thread_name_prefix="ragops-upsert") as pool:
             futures = [pool.submit(upsert_store, settings, name, plan.ref, rt) for name in local]
             results = {name: f.result() for name, f in zip(local, futures)}
-        from concurrent.futures.process import BrokenProcessPool
-
         for name, fut in remote.items():
-            try:
-                results[name] = fut.result()  # a StoreError of the writer is raised here
-            except BrokenProcessPool as exc:
-                from rag_ops.errors import StoreError
-
-                raise StoreError(
-                    f"the process writing the {name} store died before it finished (nothing is recorded; "
-                    "the next run writes it again)"
-                ) from exc
+            results[name] = _helper_result(fut, f"{name} store writes", StoreError)  # a StoreError of the writer is raised here
         store_results = [results[name] for name in plan.stores]
+    except BaseException:
+        abandon = True
+        raise
     finally:
-        if writers is not None:
-            writers.shutdown(wait=True, cancel_futures=True)
-    write_seconds = time.perf_counter() - t_write  # with the writer process's exit, which it waits for
+        for helper in [gate_helper, *writers.values()]:
+            if helper is not None:
+                helper.close(abandon=abandon)
+    write_seconds = time.perf_counter() - t_write  # with the writer processes' exit, which it waits for
     report = commit_run(settings, plan.ref, store_results, runtime=rt)
     seconds = report["seconds"]
     # this process's wait for the gate: its checks, and the rest is its library's import (here,
@@ -217,50 +226,13 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
     return report
 
 
-def _helper_pool(workers: int, initializer, settings: Settings):
-    """A pool of ``spawn``-ed helper processes, each set up by ``initializer(settings, level)``.
+def _helper_result(fut, job: str, error: type[RagopsError]):
+    """The result of a helper's job; a helper that died is an ``error`` naming the job."""
+    from concurrent.futures.process import BrokenProcessPool
 
-    ``spawn``, never fork: this process holds torch's threads. ``level`` is this process's
-    effective log level, so the helpers log alike.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=initializer, initargs=(settings, level),
-    )
-
-
-def _init_store_writer(settings: Settings, level: str) -> None:
-    """A store-writer process: logging, and the store libraries imported ahead of their use."""
-    from rag_ops.logs import setup_logging
-
-    setup_logging(level)
-    import rag_ops.stores.chroma  # noqa: F401
-    import rag_ops.stores.milvus  # noqa: F401
-
-
-def _init_gate_and_store_writer(settings: Settings, level: str) -> None:
-    """A store-writer process that also runs the quality gate of a run of several batches.
-
-    Great Expectations' import alone took 2.5-7.6 s of the gate here; in this process it
-    happens while the run is still encoding, at the lowest CPU priority (the encoder keeps both
-    cores; this process is idle until the gate). The priority is restored afterwards where the
-    OS allows it.
-    """
-    import os
-
-    before = None
-    with contextlib.suppress(OSError, AttributeError):
-        before = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
-    _init_store_writer(settings, level)
-    import great_expectations  # noqa: F401
-
-    import rag_ops.quality  # noqa: F401
-
-    if before is not None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, before)  # needs CAP_SYS_NICE; otherwise it stays low
+    try:
+        return fut.result()
+    except BrokenProcessPool as exc:
+        raise error(
+            f"the process running the {job} died before it finished (nothing is recorded; the next run does it again)"
+        ) from exc

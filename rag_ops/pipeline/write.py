@@ -186,6 +186,9 @@ def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Ru
 
 
 # ---------------------------------------------------------------------------- commit
+_CATALOG_CHUNK_FIELDS = ("chunk_id", "seq", "text_hash", "tokens")
+
+
 def commit_run(
     settings: Settings,
     plan_ref: str,
@@ -223,7 +226,10 @@ def commit_run(
                     lo, hi = d["chunk_rows"]
                     # changed content lives only in this run's stores; restored content keeps the old ones
                     prev_stores = set(d["prev_stores"]) if d["outcome"] == "restored" else set()
-                    indexed.append({**d, "chunks": result["chunks"][lo:hi], "stores": prev_stores | set(plan.stores)})
+                    # what the catalog records of a chunk, not its text: the run is committed in one
+                    # transaction, and this keeps a whole run's rows small (tens of bytes a chunk)
+                    chunk_rows = [{k: c[k] for k in _CATALOG_CHUNK_FIELDS} for c in result["chunks"][lo:hi]]
+                    indexed.append({**d, "chunks": chunk_rows, "stores": prev_stores | set(plan.stores)})
                 elif d["outcome"] == "failed":
                     failures[d["uri"]] = f"{d['error_stage']}: {d['error']}"
                     failed.append(d)

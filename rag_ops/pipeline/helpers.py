@@ -1,0 +1,111 @@
+"""Helper processes of a run in one process (the CLI): each has one job (prepare batches ahead of
+the encoder, run the quality gate, or write one store) and is started with ``spawn``, never fork:
+the run's process holds the model's threads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from rag_ops.config import Settings
+
+
+def helper_pool(workers: int, initializer, settings: Settings, *args):
+    """A pool of ``spawn``-ed processes, each set up by ``initializer(settings, level, *args)``;
+    ``level`` is this process's effective log level, so the helpers log alike."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer, initargs=(settings, level, *args),
+    )
+
+
+class Helper:
+    """One helper process, started at once so that its libraries are imported while the run
+    parses and encodes; ``close(abandon=True)`` kills it when its job turned out not to be needed
+    (rather than waiting for an import nobody will use)."""
+
+    def __init__(self, initializer, settings: Settings, *args):
+        self._pool = helper_pool(1, initializer, settings, *args)
+        self._pool.submit(int)  # the process starts now (its initializer runs first)
+
+    def submit(self, fn, *args):
+        return self._pool.submit(fn, *args)
+
+    def close(self, abandon: bool = False) -> None:
+        if abandon:
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(Exception):
+                    proc.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def exit_quickly() -> None:
+    """Make this helper process end without tearing down its modules (GX, chromadb, spaCy...:
+    about half a second a process here, which the run waited for). Registered first, the handler
+    runs after every other exit handler (they run last-registered first): the libraries' own
+    clean-up still runs; only the teardown is skipped. Results went back through the pool's
+    queue before the process is told to stop."""
+    import atexit
+    import sys
+
+    def _exit() -> None:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
+
+    atexit.register(_exit)
+
+
+@contextlib.contextmanager
+def _lowest_priority():
+    """Imports at the lowest CPU priority: while the model encodes on every core, a busy process at
+    normal priority stalls it (see ``pipeline.run``); the priority is restored afterwards where the
+    OS allows it (raising it back needs CAP_SYS_NICE; otherwise it stays low)."""
+    before = None
+    with contextlib.suppress(OSError, AttributeError):
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    try:
+        yield
+    finally:
+        if before is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, 0, before)
+
+
+_CLIENT_LIBRARIES = {"chroma": "chromadb", "milvus": "pymilvus"}
+
+
+def init_store_writer(settings: Settings, level: str, store: str) -> None:
+    """A process that writes one store: logging, and that store's library imported ahead of use."""
+    from rag_ops.logs import setup_logging
+
+    exit_quickly()
+    setup_logging(level)
+    import importlib
+
+    # the store's module and its client library (which the store imports lazily); a store
+    # without either imports what it needs when it writes
+    with _lowest_priority(), contextlib.suppress(ImportError):
+        importlib.import_module(f"rag_ops.stores.{store}")
+        importlib.import_module(_CLIENT_LIBRARIES.get(store, f"rag_ops.stores.{store}"))
+
+
+def init_gate(settings: Settings, level: str) -> None:
+    """The quality gate's process: Great Expectations' import alone took 2.5-7.6 s of a gate here;
+    in this process it overlaps the run's own imports, parsing and encoding."""
+    from rag_ops.logs import setup_logging
+
+    exit_quickly()
+    setup_logging(level)
+    with _lowest_priority():
+        import great_expectations  # noqa: F401
+
+        import rag_ops.quality  # noqa: F401
