@@ -403,9 +403,11 @@ def _embeddings_frame(vectors: np.ndarray, chunks: list[dict], distinct_texts: i
 
     n, dim = vectors.shape
     finite = np.isfinite(vectors).all(axis=1) if dim else np.ones(n, dtype=bool)
-    v64 = vectors.astype(np.float64, copy=False)
     norm = np.full(n, np.nan)
-    norm[finite] = np.linalg.norm(v64[finite], axis=1)  # non-finite rows: null (the finite check reports them)
+    rows = vectors[finite]  # non-finite rows: null (the finite check reports them)
+    # summed in float64 without a float64 copy of the run's vectors
+    norm[finite] = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64)) if dim else 0.0
+    del rows
     block = np.ascontiguousarray(vectors)
     fingerprint = [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in block]
     df = pd.DataFrame(

@@ -47,6 +47,9 @@ def test_every_second_of_an_ingest_belongs_to_a_named_stage(tmp_path):
     assert abs(total - sum(seconds.values())) <= 0.02 * total, (total, sum(seconds.values()), seconds)
     assert 0.9 * wall <= total <= wall, (total, wall)
     assert set(report["upsert_seconds"]) == {"chroma", "milvus"}  # each store's own time, beside the stage
+    # each process's own memory peak: this one, the gate's and each store writer's helper
+    peaks = report["peak_rss_mb"]
+    assert set(peaks) == {"ingest", "quality", "chroma", "milvus"} and all(v > 50 for v in peaks.values()), peaks
 
 
 def test_a_run_that_encodes_nothing_imports_no_model_and_no_quality_library(tmp_path):

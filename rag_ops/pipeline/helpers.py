@@ -11,6 +11,15 @@ import os
 from rag_ops.config import Settings
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (the kernel's high-water mark)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def helper_pool(workers: int, initializer, settings: Settings, *args):
     """A pool of ``spawn``-ed processes, each set up by ``initializer(settings, level, *args)``;
     ``level`` is this process's effective log level, so the helpers log alike."""

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from rag_ops.config import Settings
 from rag_ops.errors import RagopsError, StoreError
-from rag_ops.pipeline.helpers import Helper, exit_quickly, helper_pool, init_gate, init_store_writer
+from rag_ops.pipeline.helpers import Helper, exit_quickly, helper_pool, init_gate, init_store_writer, peak_rss_mb
 from rag_ops.pipeline.plan import Plan, discover
 from rag_ops.pipeline.process import PreparedBatch, embed_batch, merge_prepared, prepare_batch, process_batch
 from rag_ops.pipeline.runtime import Runtime
@@ -222,6 +222,12 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
     report["upsert_seconds"] = {s: seconds.pop(f"upsert_{s}", 0.0) for s in plan.stores}
     seconds["upsert"] = round(write_seconds, 3)
     report["data_docs"] = gate["data_docs"]
+    # each process's own high-water mark: this one's, the gate's and each store writer's (the
+    # same figure where they ran here); an embedded store's writer holds that store's index
+    report["peak_rss_mb"] = {
+        "ingest": peak_rss_mb(), "quality": gate.get("peak_rss_mb"),
+        **{r["store"]: r.get("peak_rss_mb") for r in store_results},
+    }
     seconds["total"] = round(time.perf_counter() - t0, 3)
     return report
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from rag_ops.config import Settings
 from rag_ops.errors import RagopsError, StagingMissing
+from rag_ops.pipeline.helpers import peak_rss_mb
 from rag_ops.pipeline.plan import Plan
 from rag_ops.pipeline.process import load_result
 from rag_ops.pipeline.runtime import Runtime
@@ -93,6 +94,7 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
         return {
             "checked": len(documents), "quarantined": len(gate.quarantined), "data_docs": gate.data_docs,
             "seconds": round(time.perf_counter() - t0 - gate.import_seconds, 4), "imports": round(gate.import_seconds, 4),
+            "peak_rss_mb": peak_rss_mb(),  # of the process that ran the gate (a helper's, in the CLI)
         }
     finally:
         if own:
@@ -177,7 +179,7 @@ def upsert_store(settings: Settings, store_name: str, plan_ref: str, runtime: Ru
             log.info("%s: pruned %d chunks of %d deleted documents", store_name, pruned, len(plan.deleted))
         return {
             "store": store_name, "upserted": upserted, "removed": removed + pruned, "pruned": pruned,
-            "seconds": round(time.perf_counter() - t0, 4),
+            "seconds": round(time.perf_counter() - t0, 4), "peak_rss_mb": peak_rss_mb(),
         }
     finally:
         if own:
