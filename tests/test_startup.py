@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import write_corpus
 from test_cli import cli_env, last_json, ragops
 
@@ -82,3 +85,42 @@ def test_a_run_that_encodes_nothing_imports_no_model_and_no_quality_library(tmp_
     touched = probe(env, "ingest", "--json")
     assert touched["report"]["unchanged"] == 3 and touched["report"]["encoded"] == 0, touched["report"]
     assert touched["loaded"] == [], f"a timestamp-only change imported {touched['loaded']}"
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """The helper processes (multiprocessing ``spawn``) the process ``pid`` started."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                out.append(int(child))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_helpers_of_a_killed_ingest_die_with_it(tmp_path):
+    """SIGKILL of `ragops ingest` (the OOM killer, a killed task) takes its helper processes (the
+    gate's, each store writer's) with it: none is left holding memory with nothing to do."""
+    env = cli_env(tmp_path / "data", write_corpus(tmp_path / "src"), RAGOPS_LOG_LEVEL="INFO")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag_ops", "ingest", "--json"], env=env, cwd=str(REPO),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for line in proc.stderr:  # the helpers are started before the first batch is processed
+            if "processing batch" in line:
+                break
+        helpers = _spawned_children(proc.pid)
+        assert len(helpers) == 3, helpers  # the gate, chroma's writer, milvus' writer
+        exits = [os.pidfd_open(p) for p in helpers]
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while exits and time.monotonic() < deadline:  # a pidfd turns readable when its process ends
+        ready, _, _ = select.select(exits, [], [], deadline - time.monotonic())
+        exits = [fd for fd in exits if fd not in ready]
+    for fd in exits:  # not to leave them behind when the test fails
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    assert not exits, f"{len(exits)} helper(s) outlived the killed ingest"

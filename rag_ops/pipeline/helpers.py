@@ -53,6 +53,31 @@ class Helper:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def die_with_parent() -> None:
+    """Have the kernel kill this helper when the process that started it dies (Linux).
+
+    A helper blocks on its pool's queue; when the run's process is killed (SIGKILL, the OOM
+    killer) nothing would ever tell it to stop, and it would hold its memory for good. Its work
+    is safe to lose: stores are written by content id and the catalog last, so the next run
+    redoes it. The helpers are started from the thread that runs the ingest, which lives as long
+    as the run (the signal follows the parent thread)."""
+    import multiprocessing
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the call above
+        os._exit(1)
+
+
 def exit_quickly() -> None:
     """Make this helper process end without tearing down its modules (GX, chromadb, spaCy...:
     about half a second a process here, which the run waited for). Registered first, the handler
@@ -96,6 +121,7 @@ def init_store_writer(settings: Settings, level: str, store: str) -> None:
     """A process that writes one store: logging, and that store's library imported ahead of use."""
     from rag_ops.logs import setup_logging
 
+    die_with_parent()
     exit_quickly()
     setup_logging(level)
     import importlib
@@ -112,6 +138,7 @@ def init_gate(settings: Settings, level: str) -> None:
     in this process it overlaps the run's own imports, parsing and encoding."""
     from rag_ops.logs import setup_logging
 
+    die_with_parent()
     exit_quickly()
     setup_logging(level)
     with _lowest_priority():
