@@ -172,6 +172,22 @@ def test_bad_setting_is_a_one_line_error(tmp_path):
     assert proc.stdout.strip() == ""
 
 
+def test_a_failed_quality_gate_is_a_clear_error_and_writes_nothing(tmp_path):
+    """The gate runs in its own process in the CLI: its failure still reaches the user as the
+    named check, with the exit code of an error, no traceback, and no store or catalog write."""
+    same = "Gate manual\n\nThe very same paragraph about quality gates, copied into every file.\n"
+    env = cli_env(
+        tmp_path / "data", write_corpus(tmp_path / "src", {f"copy{i}.txt": same for i in range(3)}),
+        RAGOPS_QUALITY_MAX_DUPLICATE_RATE="0.1",
+    )
+    proc = ragops(env, "ingest", "--json")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "quality gate failed" in proc.stderr and "text_repeats" in proc.stderr and "0.666667" in proc.stderr
+    assert "Traceback" not in proc.stderr and "leaked" not in proc.stderr, proc.stderr[-3000:]
+    status = last_json(ragops(env, "status", "--json"))
+    assert status["documents"] == 0 and status["stores"] == {"chroma": 0, "milvus": 0}, status
+
+
 def test_no_command_is_a_usage_error(tmp_path):
     proc = ragops(cli_env(tmp_path / "data", tmp_path / "src"), timeout=60)
     assert proc.returncode == 2

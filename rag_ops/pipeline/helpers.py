@@ -36,17 +36,19 @@ def helper_pool(workers: int, initializer, settings: Settings, *args):
 class Helper:
     """One helper process, started at once so that its libraries are imported while the run
     parses and encodes; ``close(abandon=True)`` kills it when its job turned out not to be needed
-    (rather than waiting for an import nobody will use)."""
+    and it is still importing (rather than waiting for an import nobody will use)."""
 
     def __init__(self, initializer, settings: Settings, *args):
         self._pool = helper_pool(1, initializer, settings, *args)
-        self._pool.submit(int)  # the process starts now (its initializer runs first)
+        self._ready = self._pool.submit(int)  # the process starts now (its initializer runs first)
 
     def submit(self, fn, *args):
         return self._pool.submit(fn, *args)
 
     def close(self, abandon: bool = False) -> None:
-        if abandon:
+        # killed only while still importing: an idle helper is stopped the normal way (killing one
+        # that waits on the pool's queue would leave the queue's lock taken, and a warning)
+        if abandon and not self._ready.done():
             for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 with contextlib.suppress(Exception):
                     proc.kill()
