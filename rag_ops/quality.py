@@ -66,7 +66,8 @@ SUITES = ("documents", "chunks", "embeddings")
 NEAR_DUPLICATE_COSINE = 0.999  # two vectors at least this similar are near-duplicates
 SUITE_PREFIX = "ragops_"  # GX suite names: ragops_documents, ragops_chunks, ragops_embeddings
 DOCS_INDEX_LIMIT = 300  # validation results listed on a Data Docs index page (newest first)
-_NEAR_DUP_BLOCK = 1024  # rows per block of the chunked similarity product
+_NEAR_DUP_BLOCK = 1024  # rows per block of the chunked similarity product, at most
+_NEAR_DUP_BLOCK_BYTES = 32 * 1024 * 1024  # and one block's similarities stay under this (float32)
 NEAR_DUP_EXACT_MAX = 10_000  # up to this many vectors every pair is compared; above, a sample
 NEAR_DUP_SAMPLE = 2_000  # rows checked (against all rows) above NEAR_DUP_EXACT_MAX
 _RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": ["doc_id"]}
@@ -438,8 +439,9 @@ def near_duplicates(vectors: np.ndarray, finite: np.ndarray | None = None, thres
         return flags
     x = _unit_rows(vectors, finite)
     thr = np.float32(threshold)
-    for lo in range(0, n, _NEAR_DUP_BLOCK):
-        hi = min(lo + _NEAR_DUP_BLOCK, n)
+    block = _block_rows(n)
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
         sims = x[lo:hi] @ x[lo:].T  # rows lo..hi against every row from lo on
         np.fill_diagonal(sims, -1.0)  # (i, i) sits on the block's leading diagonal
         hits = sims >= thr
@@ -461,7 +463,9 @@ def _near_duplicates_of_distinct_texts(vectors: np.ndarray, chunks: list[dict], 
         first.setdefault(k, i)
     reps = np.array(sorted(first.values()), dtype=np.int64)
     column = np.full(vectors.shape[0], np.nan)
-    if len(reps):
+    if len(reps) == len(keys):  # every text distinct (the usual case): no copy of the vectors
+        column[:] = near_duplicate_column(vectors, finite)
+    elif len(reps):
         column[reps] = near_duplicate_column(vectors[reps], finite[reps])
     return column
 
@@ -481,12 +485,19 @@ def near_duplicate_column(vectors: np.ndarray, finite: np.ndarray | None = None)
     sample = np.sort(np.random.default_rng(0).choice(n, NEAR_DUP_SAMPLE, replace=False))
     column = np.full(n, np.nan)
     thr = np.float32(NEAR_DUPLICATE_COSINE)
-    for lo in range(0, len(sample), _NEAR_DUP_BLOCK):
-        rows = sample[lo : lo + _NEAR_DUP_BLOCK]
+    block = _block_rows(n)
+    for lo in range(0, len(sample), block):
+        rows = sample[lo : lo + block]
         sims = x[rows] @ x.T
         sims[np.arange(len(rows)), rows] = -1.0  # not against itself
         column[rows] = (sims >= thr).any(axis=1)
     return column
+
+
+def _block_rows(n: int) -> int:
+    """Rows per block of a similarity product against ``n`` rows: memory stays bounded as the
+    run grows (1,024 rows against 42,000 were 164 MB of similarities at once)."""
+    return max(16, min(_NEAR_DUP_BLOCK, _NEAR_DUP_BLOCK_BYTES // (4 * max(n, 1))))
 
 
 def _unit_rows(vectors: np.ndarray, finite: np.ndarray | None) -> np.ndarray:
