@@ -132,9 +132,9 @@ def ingest(
 
     With ``helper_processes`` (the CLI and the benchmark set it) the run may start helper
     processes: ``settings.prepare_workers`` that parse batches ahead of the encoder, one that
-    runs the quality gate and one per store that writes it (see :func:`_run_plan`). They are started with ``spawn``, which imports the caller's main module again: only
-    a main module guarded by ``if __name__ == "__main__":`` (or run with ``python -m``) may ask
-    for them.
+    runs the quality gate and one per store that writes it (see :func:`_run_plan`). They are
+    started with ``spawn``, which imports the caller's main module again: only a main module
+    guarded by ``if __name__ == "__main__":`` (or run with ``python -m``) may ask for them.
     """
     t0 = time.perf_counter()
     own = runtime is None
@@ -180,7 +180,6 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
         counts = _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
         to_write = sum(counts[k] for k in ("new", "changed", "restored"))
         if not to_write:  # nothing new to check: neither GX nor a store client is needed
-            abandon = True
             if gate_helper is not None:
                 gate_helper.close(abandon=True)
                 gate_helper = None
@@ -190,8 +189,7 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
                 writers = {}
         t_gate = time.perf_counter()
         if gate_helper is not None:
-            gate = gate_helper.submit(quality_gate, settings, plan.ref)
-            gate = _helper_result(gate, "quality gate", RagopsError)
+            gate = _helper_result(gate_helper.submit(quality_gate, settings, plan.ref), "quality gate", RagopsError)
         else:
             gate = quality_gate(settings, plan.ref, runtime=rt)
         gate_seconds = time.perf_counter() - t_gate
@@ -202,7 +200,7 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
             futures = [pool.submit(upsert_store, settings, name, plan.ref, rt) for name in local]
             results = {name: f.result() for name, f in zip(local, futures)}
         for name, fut in remote.items():
-            results[name] = _helper_result(fut, f"{name} store writes", StoreError)  # a StoreError of the writer is raised here
+            results[name] = _helper_result(fut, f"{name} store writes", StoreError)  # the writer's StoreError too
         store_results = [results[name] for name in plan.stores]
     except BaseException:
         abandon = True
