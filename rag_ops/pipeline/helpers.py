@@ -99,6 +99,16 @@ def exit_quickly() -> None:
     atexit.register(_exit)
 
 
+def start_helper(level: str) -> None:
+    """What every helper process does first: die with the run's process, end without module
+    teardown, and log at the run's level."""
+    from rag_ops.logs import setup_logging
+
+    die_with_parent()
+    exit_quickly()
+    setup_logging(level)
+
+
 @contextlib.contextmanager
 def _lowest_priority():
     """Imports at the lowest CPU priority: while the model encodes on every core, a busy process at
@@ -120,29 +130,22 @@ _CLIENT_LIBRARIES = {"chroma": "chromadb", "milvus": "pymilvus"}
 
 
 def init_store_writer(settings: Settings, level: str, store: str) -> None:
-    """A process that writes one store: logging, and that store's library imported ahead of use."""
-    from rag_ops.logs import setup_logging
-
-    die_with_parent()
-    exit_quickly()
-    setup_logging(level)
+    """A process that writes one store: that store's library imported ahead of use."""
     import importlib
 
+    start_helper(level)
     # the store's module and its client library (which the store imports lazily); a store
     # without either imports what it needs when it writes
     with _lowest_priority(), contextlib.suppress(ImportError):
         importlib.import_module(f"rag_ops.stores.{store}")
-        importlib.import_module(_CLIENT_LIBRARIES.get(store, f"rag_ops.stores.{store}"))
+        if store in _CLIENT_LIBRARIES:
+            importlib.import_module(_CLIENT_LIBRARIES[store])
 
 
 def init_gate(settings: Settings, level: str) -> None:
     """The quality gate's process: Great Expectations' import alone took 2.5-7.6 s of a gate here;
     in this process it overlaps the run's own imports, parsing and encoding."""
-    from rag_ops.logs import setup_logging
-
-    die_with_parent()
-    exit_quickly()
-    setup_logging(level)
+    start_helper(level)
     with _lowest_priority():
         import great_expectations  # noqa: F401
 

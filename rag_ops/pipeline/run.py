@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from rag_ops.config import Settings
 from rag_ops.errors import RagopsError, StoreError
-from rag_ops.pipeline.helpers import Helper, die_with_parent, exit_quickly, helper_pool, init_gate, init_store_writer, peak_rss_mb
+from rag_ops.pipeline.helpers import Helper, helper_pool, init_gate, init_store_writer, peak_rss_mb, start_helper
 from rag_ops.pipeline.plan import Plan, discover
 from rag_ops.pipeline.process import PreparedBatch, embed_batch, merge_prepared, prepare_batch, process_batch
 from rag_ops.pipeline.runtime import Runtime
@@ -37,13 +37,9 @@ def _init_prepare_worker(settings: Settings, level: str) -> None:
     global _WORKER_RT
     import os
 
-    die_with_parent()
-    exit_quickly()
+    start_helper(level)
     with contextlib.suppress(OSError):
         os.nice(19)
-    from rag_ops.logs import setup_logging
-
-    setup_logging(level)
     _WORKER_RT = Runtime(settings)
 
 
