@@ -158,7 +158,7 @@ class Settings:
     max_pdf_pages: int = 2_000
     languages: tuple[str, ...] = ("eng",)  # document languages for unstructured (skips detection)
     document_steps: tuple[str, ...] = ()  # your functions run on each document's text (rag_ops/steps.py)
-    # quality gate (Great Expectations suites in rag_ops/quality.py)
+    # quality gate (Great Expectations suites in rag_ops/quality/)
     quality_min_printable_ratio: float = 0.9  # documents: printable characters / all
     quality_max_duplicate_rate: float = 0.8  # chunks: share whose text repeats another chunk's
     quality_max_near_duplicate_rate: float = 0.5  # embeddings: share with a cosine >= 0.999 twin

@@ -325,7 +325,7 @@ def test_data_docs_written_under_docs_dir(tmp_path):
         if path.is_file() and path.suffix in (".html", ".json"):
             assert SECRET not in path.read_text(errors="replace"), path
     # the process's context has no site but the docs dirs it was given (GX's default is a temp folder)
-    sites = quality._gx().context.list_data_docs_sites()
+    sites = quality.context._gx().context.list_data_docs_sites()
     assert "local_site" not in sites
     for cfg in sites.values():
         assert (Path(cfg["store_backend"]["base_directory"]) / "index.html").is_file()
@@ -345,7 +345,7 @@ def test_no_text_in_logs(caplog):
 
 # ---------------------------------------------------------------------------- near duplicates
 def test_near_duplicates_matches_brute_force_across_blocks(monkeypatch):
-    monkeypatch.setattr(quality, "_NEAR_DUP_BLOCK", 7)
+    monkeypatch.setattr(quality.frames, "_NEAR_DUP_BLOCK", 7)
     rng = np.random.default_rng(3)
     x = unit_vectors(50, 16, seed=3)
     x[10] = x[3] + 1e-4 * rng.normal(size=16)  # near-duplicates across blocks
@@ -415,7 +415,7 @@ COLD_SCRIPT = textwrap.dedent(
     t2 = time.perf_counter()
     second = quality.check_quality(documents, chunks, vectors, quality.Thresholds(), run_id="warm")
     t3 = time.perf_counter()
-    state = quality._gx()
+    state = quality.context._gx()
     print(json.dumps({
         "attempts": attempts,
         "analytics_modules": sorted(m for m in sys.modules if "posthog" in m or "analytics" in m or "segment" in m),
@@ -464,8 +464,8 @@ def test_fresh_process_no_network_no_analytics_no_temp_docs(tmp_path):
 
 
 def test_near_duplicate_rate_is_sampled_on_large_batches(monkeypatch):
-    monkeypatch.setattr(quality, "NEAR_DUP_EXACT_MAX", 100)
-    monkeypatch.setattr(quality, "NEAR_DUP_SAMPLE", 120)
+    monkeypatch.setattr(quality.frames, "NEAR_DUP_EXACT_MAX", 100)
+    monkeypatch.setattr(quality.frames, "NEAR_DUP_SAMPLE", 120)
     documents, chunks, vectors = make_batch(n_docs=100, chunks_per_doc=3)  # 300 vectors
     rng = np.random.default_rng(2)
     for row in range(1, 180):  # 60% within cosine 0.999 of row 0

@@ -1,0 +1,243 @@
+"""The process's Great Expectations context: the suites as code, their validation definitions
+and checkpoints, and the Data Docs sites they write."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from rag_ops.config import apply_privacy_env
+
+log = logging.getLogger(__name__)
+
+SUITE_PREFIX = "ragops_"  # GX suite names: ragops_documents, ragops_chunks, ragops_embeddings
+DOCS_INDEX_LIMIT = 300  # validation results listed on a Data Docs index page (newest first)
+_RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": ["doc_id"]}
+# GX rebuilds a site's index after every validation (three per call here); while this is True
+# the index builder skips, so one call writes its index once, after its last suite.
+_DEFER_INDEX = False
+
+
+# ---------------------------------------------------------------------------- suites as code
+def _p(name: str) -> dict:
+    return {"$PARAMETER": name}
+
+
+def _suite_expectations(gx: Any) -> dict[str, list]:
+    """The three suites. ``meta.level`` says what a failure does: quarantine (row) or fail (batch)."""
+    E = gx.expectations
+    row = {"level": "row", "notes": "row-level: a failing row quarantines its document"}
+    batch = {"level": "batch", "notes": "batch-level: a failure stops the whole batch"}
+
+    def r() -> dict:
+        return dict(row)
+
+    def b() -> dict:
+        return dict(batch)
+
+    return {
+        "documents": [
+            *(E.ExpectColumnValuesToNotBeNull(column=c, meta=r()) for c in ("n_chars", "size", "printable_ratio", "utf8_ok")),
+            E.ExpectColumnValuesToBeBetween(column="n_chars", min_value=_p("min_chars"), meta=r()),
+            E.ExpectColumnValuesToBeBetween(column="size", min_value=1, max_value=_p("max_document_bytes"), meta=r()),
+            E.ExpectColumnValuesToBeInSet(column="utf8_ok", value_set=[True], meta=r()),
+            E.ExpectColumnValuesToBeBetween(
+                column="printable_ratio", min_value=_p("min_printable_ratio"), max_value=1.0, meta=r()
+            ),
+        ],
+        "chunks": [
+            *(E.ExpectColumnValuesToNotBeNull(column=c, meta=r()) for c in ("chunk_id", "doc_id", "source_uri", "seq", "tokens")),
+            E.ExpectColumnValuesToBeBetween(column="text_chars", min_value=1, meta=r()),
+            E.ExpectColumnValuesToBeBetween(
+                column="tokens", min_value=_p("min_chunk_tokens"), max_value=_p("max_chunk_tokens"), meta=r()
+            ),
+            E.ExpectColumnValuesToBeUnique(column="chunk_id", meta=r()),
+            E.ExpectColumnMeanToBeBetween(column="text_repeats", max_value=_p("max_duplicate_chunk_rate"), meta=b()),
+        ],
+        "embeddings": [
+            E.ExpectColumnValuesToBeInSet(column="dim", value_set=_p("embedding_dims"), meta=b()),
+            E.ExpectColumnValuesToBeInSet(column="finite", value_set=[True], meta=r()),
+            E.ExpectColumnValuesToBeBetween(column="norm", min_value=_p("min_norm"), max_value=_p("max_norm"), meta=r()),
+            E.ExpectColumnUniqueValueCountToBeBetween(
+                column="fingerprint", min_value=_p("min_distinct_vectors"), meta=b()
+            ),
+            E.ExpectColumnMeanToBeBetween(
+                column="near_duplicate", max_value=_p("max_near_duplicate_rate"), meta=b()
+            ),
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------- the GX context
+class _Gx:
+    """The process's ephemeral Data Context with the suites, definitions and checkpoints."""
+
+    def __init__(self) -> None:
+        apply_privacy_env()  # GX_ANALYTICS_ENABLED=False before GX is imported
+        gx_log = logging.getLogger("great_expectations")
+        if gx_log.level == logging.NOTSET:  # GX logs dozens of INFO lines at import; keep its warnings
+            gx_log.setLevel(logging.WARNING)
+        t0 = time.perf_counter()
+        import great_expectations as gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        self.import_seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        _define_index_builder()
+        self.gx = gx
+        self.UpdateDataDocsAction = UpdateDataDocsAction
+        self.RunIdentifier = RunIdentifier
+        config = DataContextConfig(
+            # in-memory stores and NO data docs site: GX's default would be a temp folder
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        )
+        self.context = gx.get_context(mode="ephemeral", project_config=config)
+        self.memory_store = self.context.validation_results_store_name
+        source = self.context.data_sources.add_pandas("ragops_quality")
+        self.definitions: dict[str, Any] = {}
+        for name, expectations in _suite_expectations(gx).items():
+            asset = source.add_dataframe_asset(name)
+            batch_definition = asset.add_batch_definition_whole_dataframe(name)
+            suite = self.context.suites.add(gx.ExpectationSuite(name=SUITE_PREFIX + name))
+            for expectation in expectations:
+                suite.add_expectation(expectation)
+            self.definitions[name] = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=SUITE_PREFIX + name, data=batch_definition, suite=suite)
+            )
+        self.checkpoints: dict[tuple[str, str | None], Any] = {}
+        self.sites: dict[str, tuple[str, str]] = {}  # docs_dir -> (site name, results store name)
+        self.setup_seconds = time.perf_counter() - t1
+
+    def site_for(self, docs_dir: Path) -> tuple[str, str]:
+        """The data docs site (and its filesystem results store) at docs_dir, added once."""
+        key = str(docs_dir)
+        if key not in self.sites:
+            tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+            site, store = f"ragops_docs_{tag}", f"ragops_results_{tag}"
+            self.context.add_store(
+                store,
+                {
+                    "class_name": "ValidationResultsStore",
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs_dir / ".gx_results"),
+                    },
+                },
+            )
+            self.context.add_data_docs_site(
+                site,
+                {
+                    "class_name": "SiteBuilder",
+                    "show_how_to_buttons": False,
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": key},
+                    "site_index_builder": {
+                        "class_name": "RagopsSiteIndexBuilder",
+                        "module_name": __name__,
+                        "validation_results_limit": DOCS_INDEX_LIMIT,
+                    },
+                    "site_section_builders": {
+                        # every run name is a validation (GX files run names containing
+                        # "profiling" under a profiling section otherwise)
+                        "validations": {"source_store_name": store, "run_name_filter": {"matches_regex": ".*"}},
+                        "profiling": "None",
+                    },
+                },
+            )
+            self.sites[key] = (site, store)
+        return self.sites[key]
+
+    def checkpoint(self, suite: str, site: str | None) -> Any:
+        key = (suite, site)
+        if key not in self.checkpoints:
+            actions = [self.UpdateDataDocsAction(name="update_data_docs", site_names=[site])] if site else []
+            name = f"{SUITE_PREFIX}{suite}__{site or 'no_docs'}"
+            self.checkpoints[key] = self.context.checkpoints.add(
+                self.gx.Checkpoint(
+                    name=name,
+                    validation_definitions=[self.definitions[suite]],
+                    actions=actions,
+                    result_format=_RESULT_FORMAT,
+                )
+            )
+        return self.checkpoints[key]
+
+    @contextlib.contextmanager
+    def results_store(self, name: str) -> Iterator[None]:
+        """Validation results go to the named store for the duration (a docs_dir's own store)."""
+        self.context.validation_results_store_name = name
+        try:
+            yield
+        finally:
+            self.context.validation_results_store_name = self.memory_store
+
+    def forget_memory_results(self) -> None:
+        """Drop results kept in memory: a long-lived process must not grow with every call."""
+        store = self.context.stores[self.memory_store]
+        for key in store.list_keys():
+            store.remove_key(key)
+
+
+def _define_index_builder() -> None:
+    """``RagopsSiteIndexBuilder``: GX's index builder, skipping while ``_DEFER_INDEX`` is set."""
+    from great_expectations.render.renderer.site_builder import DefaultSiteIndexBuilder
+
+    class RagopsSiteIndexBuilder(DefaultSiteIndexBuilder):
+        def build(self, skip_and_clean_missing: bool = True, build_index: bool = True):
+            if _DEFER_INDEX:
+                return None, None
+            return super().build(skip_and_clean_missing=skip_and_clean_missing, build_index=build_index)
+
+    globals()["RagopsSiteIndexBuilder"] = RagopsSiteIndexBuilder  # GX instantiates it by name
+
+
+_GX_LOCK = threading.RLock()
+_GX_STATE: _Gx | None = None
+
+
+def _gx() -> _Gx:
+    global _GX_STATE
+    with _GX_LOCK:
+        if _GX_STATE is None:
+            _GX_STATE = _Gx()
+            log.info(
+                "quality: Great Expectations ready (import %.2fs, context and suites %.2fs)",
+                _GX_STATE.import_seconds, _GX_STATE.setup_seconds,
+            )
+        return _GX_STATE
+
+
+@contextlib.contextmanager
+def _index_deferred(defer: bool) -> Iterator[None]:
+    global _DEFER_INDEX
+    _DEFER_INDEX = defer
+    try:
+        yield
+    finally:
+        _DEFER_INDEX = False
+
+
+@contextlib.contextmanager
+def _docs_lock(docs_dir: Path) -> Iterator[None]:
+    """One writer at a time per docs_dir, across processes (Airflow mapped tasks)."""
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    with open(docs_dir / ".ragops-quality.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
