@@ -144,9 +144,10 @@ def init_store_writer(settings: Settings, level: str, store: str) -> None:
 
 def init_gate(settings: Settings, level: str) -> None:
     """The quality gate's process: Great Expectations' import alone took 2.5-7.6 s of a gate here;
-    in this process it overlaps the run's own imports, parsing and encoding."""
+    in this process it overlaps the run's own imports, parsing and encoding, and so does the
+    set-up of its context and suites."""
     start_helper(level)
     with _lowest_priority():
-        import great_expectations  # noqa: F401
+        from rag_ops.quality.context import ready
 
-        import rag_ops.quality  # noqa: F401
+        ready()

@@ -161,28 +161,29 @@ def ingest(
 def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_processes: bool = False) -> dict:
     """Process, gate, write and commit a discovered plan in this process (and its helpers)."""
     # With helper processes allowed and documents to process, the gate and every store's writes
-    # each get a process of their own, started (and their libraries imported) now, while this
-    # process imports its parsers, parses and encodes: a one-document edit then pays the
-    # parsers', Great Expectations' and the store clients' imports side by side rather than one
-    # after another. Stores are independent and were measured to serialise in threads of one
-    # process (4,000 chunks: Chroma 3.1 s and Milvus 1.9 s alone, 4.9 s together in threads,
-    # 3.1 s from two processes). And this process then holds no more than one batch at a time:
-    # the gate's frames of the whole run and an embedded store's index live in their processes.
+    # each get a process of their own. The gate's starts now, so that Great Expectations (the
+    # longest import of a run: 2-3 s) is imported while this process imports its parsers, parses
+    # and encodes. The writers start once the encoding is done, while the gate imports or checks
+    # (started with the run, they took half the core GX's import had). A small edit then pays
+    # these imports side by side rather than one after another. Stores are independent and were
+    # measured to serialise in threads of one process (4,000 chunks: Chroma 3.1 s and Milvus
+    # 1.9 s alone, 4.9 s together in threads, 3.1 s from two processes). And this process then
+    # holds no more than one batch at a time: the gate's frames of the whole run and an embedded
+    # store's index live in their processes.
     helpers = helper_processes and bool(plan.batches)
     gate_helper = Helper(init_gate, settings) if helpers else None
-    writers = {s: Helper(init_store_writer, settings, s) for s in plan.stores if s not in rt._stores} if helpers else {}
+    writers: dict[str, Helper] = {}
     abandon = False
     try:
         counts = _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
         to_write = sum(counts[k] for k in ("new", "changed", "restored"))
-        if not to_write:  # nothing new to check: neither GX nor a store client is needed
-            if gate_helper is not None:
-                gate_helper.close(abandon=True)
-                gate_helper = None
-            if not plan.deleted:
-                for helper in writers.values():
-                    helper.close(abandon=True)
-                writers = {}
+        if not to_write and gate_helper is not None:  # nothing new to check: GX is not needed
+            gate_helper.close(abandon=True)
+            gate_helper = None
+        if helpers and (to_write or plan.deleted):
+            writers = {s: Helper(init_store_writer, settings, s) for s in plan.stores if s not in rt._stores}
+            if writers:
+                log.info("writing %s from helper processes", ", ".join(writers))
         t_gate = time.perf_counter()
         if gate_helper is not None:
             gate = _helper_result(gate_helper.submit(quality_gate, settings, plan.ref), "quality gate", RagopsError)
