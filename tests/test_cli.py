@@ -186,6 +186,9 @@ def test_a_failed_quality_gate_is_a_clear_error_and_writes_nothing(tmp_path):
     assert "Traceback" not in proc.stderr and "leaked" not in proc.stderr, proc.stderr[-3000:]
     status = last_json(ragops(env, "status", "--json"))
     assert status["documents"] == 0 and status["stores"] == {"chroma": 0, "milvus": 0}, status
+    # the failed checks are in Data Docs for the user to read
+    pages = list((tmp_path / "data" / "quality" / "data_docs" / "validations" / "ragops_chunks").rglob("*.html"))
+    assert len(pages) == 1 and "text_repeats" in pages[0].read_text(), pages
 
 
 def test_no_command_is_a_usage_error(tmp_path):

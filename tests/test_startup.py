@@ -77,6 +77,11 @@ def test_a_run_that_encodes_nothing_imports_no_model_and_no_quality_library(tmp_
     # the gate ran, in a process of its own: this one never imported Great Expectations
     assert "great_expectations" not in edit["loaded"], edit["loaded"]
     assert edit["report"]["seconds"]["quality"] > 0 and Path(edit["report"]["data_docs"]).is_file(), edit["report"]
+    # its Data Docs pages (built by the gate's process while the store was written) are there
+    docs = Path(edit["report"]["data_docs"]).parent
+    run_id = edit["report"]["run_id"]
+    assert {p.parent.name for p in (docs / "validations").rglob(f"{run_id}/*")} >= {run_id}, run_id
+    assert run_id in (docs / "index.html").read_text()
 
     # only a timestamp moved: the helpers started for the run are let go unused, nothing is parsed
     other = src / "robots" / "battery.txt"

@@ -41,7 +41,10 @@ def _gate_ref(plan: Plan) -> str:
     return plan.file("quality.json")
 
 
-def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = None) -> dict:
+_PENDING_DOCS: list = []  # in the gate's helper process: the Data Docs builds left for later
+
+
+def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = None, defer_docs: bool = False) -> dict:
     """Run the Great Expectations suites over everything this run is about to upsert.
 
     Row-level failures quarantine the offending documents (they are not upserted; the rest go
@@ -51,6 +54,10 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
 
     Returns:
         ``{"checked", "quarantined", "data_docs", "seconds"}``.
+
+    With ``defer_docs`` a gate that passes leaves its Data Docs pages to
+    :func:`build_quality_docs` in the same process (the CLI's gate helper builds them while the
+    stores are written); a failing gate builds them at once, for the user to read.
 
     Raises:
         QualityGateError: a batch-level expectation failed (message names it and the observed value).
@@ -75,8 +82,13 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
         vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), dtype=np.float32)
         gate = quality.check_quality(
             documents, chunk_rows, vectors, quality_thresholds(plan.settings_for(settings)),
-            run_id=plan.run_id, docs_dir=settings.data_dir / "quality" / "data_docs",
+            run_id=plan.run_id, docs_dir=settings.data_dir / "quality" / "data_docs", defer_docs=defer_docs,
         )
+        if gate.build_docs is not None:
+            if gate.ok:
+                _PENDING_DOCS.append(gate.build_docs)
+            else:
+                gate.build_docs()
         outcomes = [dict(o.__dict__) for o in gate.outcomes]
         staging_at(plan.ref, settings).write_json(
             _gate_ref(plan),
@@ -99,6 +111,15 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
     finally:
         if own:
             rt.close()
+
+
+def build_quality_docs() -> float:
+    """Build the Data Docs pages :func:`quality_gate` left for later in this process; returns
+    the seconds it took."""
+    t0 = time.perf_counter()
+    while _PENDING_DOCS:
+        _PENDING_DOCS.pop(0)()
+    return round(time.perf_counter() - t0, 4)
 
 
 def _quarantined_by_gate(plan: Plan, settings: Settings) -> dict[str, str]:

@@ -19,9 +19,6 @@ log = logging.getLogger(__name__)
 SUITE_PREFIX = "ragops_"  # GX suite names: ragops_documents, ragops_chunks, ragops_embeddings
 DOCS_INDEX_LIMIT = 300  # validation results listed on a Data Docs index page (newest first)
 _RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": ["doc_id"]}
-# GX rebuilds a site's index after every validation (three per call here); while this is True
-# the index builder skips, so one call writes its index once, after its last suite.
-_DEFER_INDEX = False
 
 
 # ---------------------------------------------------------------------------- suites as code
@@ -86,7 +83,7 @@ class _Gx:
         t0 = time.perf_counter()
         _defer_unused_imports()
         import great_expectations as gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
+        from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
         from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.data_context.types.base import (
             DataContextConfig,
@@ -96,9 +93,9 @@ class _Gx:
 
         self.import_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        _define_gx_classes()
+        _define_views()
         self.gx = gx
-        self.UpdateDataDocsAction = UpdateDataDocsAction
+        self.ExpectationSuiteIdentifier = ExpectationSuiteIdentifier
         self.RunIdentifier = RunIdentifier
         config = DataContextConfig(
             # in-memory stores and NO data docs site: GX's default would be a temp folder
@@ -119,7 +116,7 @@ class _Gx:
             self.definitions[name] = self.context.validation_definitions.add(
                 gx.ValidationDefinition(name=SUITE_PREFIX + name, data=batch_definition, suite=suite)
             )
-        self.checkpoints: dict[tuple[str, str | None], Any] = {}
+        self.checkpoints: dict[str, Any] = {}
         self.sites: dict[str, tuple[str, str]] = {}  # docs_dir -> (site name, results store name)
         self.setup_seconds = time.perf_counter() - t1
 
@@ -146,8 +143,7 @@ class _Gx:
                     "show_how_to_buttons": False,
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": key},
                     "site_index_builder": {
-                        "class_name": "RagopsSiteIndexBuilder",
-                        "module_name": __name__,
+                        "class_name": "DefaultSiteIndexBuilder",
                         "validation_results_limit": DOCS_INDEX_LIMIT,
                         "view": _view("RagopsIndexPageView", docs_dir),
                     },
@@ -166,20 +162,28 @@ class _Gx:
             self.sites[key] = (site, store)
         return self.sites[key]
 
-    def checkpoint(self, suite: str, site: str | None) -> Any:
-        key = (suite, site)
-        if key not in self.checkpoints:
-            actions = [self.UpdateDataDocsAction(name="update_data_docs", site_names=[site])] if site else []
-            name = f"{SUITE_PREFIX}{suite}__{site or 'no_docs'}"
-            self.checkpoints[key] = self.context.checkpoints.add(
+    def checkpoint(self, suite: str) -> Any:
+        """The suite's checkpoint. It has no Data Docs action: a call builds its pages once, after
+        its last suite (:meth:`build_docs`), rather than the site's index after every suite."""
+        if suite not in self.checkpoints:
+            self.checkpoints[suite] = self.context.checkpoints.add(
                 self.gx.Checkpoint(
-                    name=name,
+                    name=f"{SUITE_PREFIX}{suite}",
                     validation_definitions=[self.definitions[suite]],
-                    actions=actions,
+                    actions=[],
                     result_format=_RESULT_FORMAT,
                 )
             )
-        return self.checkpoints[key]
+        return self.checkpoints[suite]
+
+    def build_docs(self, docs_dir: Path, results: list[tuple[Any, str]]) -> None:
+        """Write the pages of these validation results (``(result id, suite name)``) and of their
+        suites to the site at docs_dir, then its index."""
+        site, _ = self.site_for(docs_dir)
+        ids: list[Any] = [rid for rid, _ in results]
+        ids += [self.ExpectationSuiteIdentifier(name=suite) for suite in dict.fromkeys(name for _, name in results)]
+        with _GX_LOCK, _docs_lock(docs_dir):
+            self.context.build_data_docs(site_names=[site], resource_identifiers=ids or None)
 
     @contextlib.contextmanager
     def results_store(self, name: str) -> Iterator[None]:
@@ -233,23 +237,13 @@ def _view(class_name: str, docs_dir: Path) -> dict:
     return {"class_name": class_name, "module_name": __name__, "template_cache_dir": str(_template_cache_dir(docs_dir))}
 
 
-def _define_gx_classes() -> None:
-    """The classes a Data Docs site of ragops names in its config (GX instantiates them by name):
-
-    - ``RagopsSiteIndexBuilder``: GX's index builder, skipping while ``_DEFER_INDEX`` is set;
-    - ``RagopsPageView``, ``RagopsIndexPageView``: GX's page views with a bytecode cache for
-      their Jinja templates. GX compiles every template again for each page it writes (0.3-0.5 s
-      a gate here); with the cache on disk, a new process loads them compiled.
-    """
-    from great_expectations.render.renderer.site_builder import DefaultSiteIndexBuilder
+def _define_views() -> None:
+    """The page views a Data Docs site of ragops names in its config (GX instantiates them by
+    name): GX's, with a bytecode cache for their Jinja templates. GX compiles every template again
+    for each page it writes (0.3-0.5 s a gate here); with the cache on disk, a new process loads
+    them compiled."""
     from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
     from jinja2 import FileSystemBytecodeCache
-
-    class RagopsSiteIndexBuilder(DefaultSiteIndexBuilder):
-        def build(self, skip_and_clean_missing: bool = True, build_index: bool = True):
-            if _DEFER_INDEX:
-                return None, None
-            return super().build(skip_and_clean_missing=skip_and_clean_missing, build_index=build_index)
 
     def cached(base: type) -> type:
         class View(base):
@@ -265,7 +259,6 @@ def _define_gx_classes() -> None:
         return View
 
     globals().update(
-        RagopsSiteIndexBuilder=RagopsSiteIndexBuilder,
         RagopsPageView=cached(DefaultJinjaPageView),
         RagopsIndexPageView=cached(DefaultJinjaIndexPageView),
     )
@@ -290,16 +283,6 @@ def _gx() -> _Gx:
                 _GX_STATE.import_seconds, _GX_STATE.setup_seconds,
             )
         return _GX_STATE
-
-
-@contextlib.contextmanager
-def _index_deferred(defer: bool) -> Iterator[None]:
-    global _DEFER_INDEX
-    _DEFER_INDEX = defer
-    try:
-        yield
-    finally:
-        _DEFER_INDEX = False
 
 
 @contextlib.contextmanager

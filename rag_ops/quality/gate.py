@@ -4,6 +4,7 @@ upserted (:func:`check_quality`), with messages that name the check and the obse
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_ops.quality.context import _GX_LOCK, _Gx, _docs_lock, _gx, _index_deferred
+from rag_ops.quality.context import _GX_LOCK, SUITE_PREFIX, _Gx, _docs_lock, _gx
 from rag_ops.quality import context as _context
 from rag_ops.quality.frames import _blank_to_none, _chunks_frame, _documents_frame, _embeddings_frame
 from rag_ops.quality.types import SUITES, ExpectationOutcome, GateResult, Thresholds
@@ -92,6 +93,7 @@ def check_quality(
     *,
     run_id: str,
     docs_dir: Path | None = None,
+    defer_docs: bool = False,
 ) -> GateResult:
     """Validate one batch with the three GX suites and decide what may be upserted.
 
@@ -104,6 +106,9 @@ def check_quality(
         thresholds: the bounds.
         run_id: names the GX run (Data Docs group their pages by it).
         docs_dir: when given, Data Docs are (re)built there and ``data_docs`` is its index.html.
+        defer_docs: with ``docs_dir``, keep the results there but leave the pages to
+            ``GateResult.build_docs`` (the CLI's gate process builds them while the stores are
+            written).
 
     Returns:
         A :class:`GateResult`. Reasons and messages name the suite, expectation, column and
@@ -145,25 +150,26 @@ def check_quality(
             if docs_path is None:
                 try:
                     for name, df in frames.items():
-                        results[name] = _validate(g, name, None, df, params, run)
+                        results[name] = _validate(g, name, df, params, run)
                 finally:
                     g.forget_memory_results()
             else:
-                site, store = g.site_for(docs_path)
+                _, store = g.site_for(docs_path)
                 with _docs_lock(docs_path), g.results_store(store):
-                    names = list(frames)
-                    for i, name in enumerate(names):
-                        with _index_deferred(i < len(names) - 1):
-                            results[name] = _validate(g, name, site, frames[name], params, run)
-                    if not frames:  # nothing to validate: still leave an index to open
-                        g.context.build_data_docs(site_names=[site])
+                    for name, df in frames.items():
+                        results[name] = _validate(g, name, df, params, run)
+                done = [(rid, SUITE_PREFIX + name) for name, (rid, _) in results.items()]
+                gate.build_docs = functools.partial(g.build_docs, docs_path, done)
+                if not defer_docs:  # with nothing validated, it still leaves an index to open
+                    gate.build_docs()
+                    gate.build_docs = None
                 gate.data_docs = str(docs_path / "index.html")
     gx_seconds = time.perf_counter() - t0 - frame_seconds
 
     unattributed: list[str] = []
     for name in SUITES:
         if name in results:
-            _read_results(name, results[name], gate, unattributed)
+            _read_results(name, results[name][1], gate, unattributed)
     gate.batch_failures.extend(unattributed)
 
     all_docs = {d for d in (_blank_to_none(x.get("doc_id")) for x in documents) if d is not None}
@@ -191,11 +197,11 @@ def check_quality(
     return gate
 
 
-def _validate(g: _Gx, name: str, site: str | None, df, params: dict, run) -> Any:
-    checkpoint = g.checkpoint(name, site)
-    result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=params, run_id=run)
-    (suite_result,) = result.run_results.values()
-    return suite_result
+def _validate(g: _Gx, name: str, df, params: dict, run) -> tuple[Any, Any]:
+    """(result id, suite result) of one suite on one frame."""
+    result = g.checkpoint(name).run(batch_parameters={"dataframe": df}, expectation_parameters=params, run_id=run)
+    ((result_id, suite_result),) = result.run_results.items()
+    return result_id, suite_result
 
 
 def _read_results(suite: str, suite_result: Any, gate: GateResult, unattributed: list[str]) -> None:

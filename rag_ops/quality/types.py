@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rag_ops.errors import RagopsError
 
@@ -63,6 +63,8 @@ class GateResult:
     data_docs: str | None = None  # docs_dir/index.html, when docs_dir was given
     seconds: float = 0.0
     import_seconds: float = 0.0  # Great Expectations' import, when this call was the first to need it
+    # with check_quality(defer_docs=True): builds the Data Docs pages of this call's results
+    build_docs: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
