@@ -113,8 +113,8 @@ def test_the_helpers_of_a_killed_ingest_die_with_it(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        for line in proc.stderr:  # the gate's helper starts with the run, the writers after encoding
-            if "from helper processes" in line:
+        for line in proc.stderr:  # the helpers are started with the run, before its first batch
+            if "helper processes started" in line:
                 break
         helpers = _spawned_children(proc.pid)
         assert len(helpers) == 3, helpers  # the gate, chroma's writer, milvus' writer

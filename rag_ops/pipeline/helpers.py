@@ -20,6 +20,13 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def helper_event():
+    """An ``Event`` the run's helper processes can share (given in their initializer's args)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn").Event()
+
+
 def helper_pool(workers: int, initializer, settings: Settings, *args):
     """A pool of ``spawn``-ed processes, each set up by ``initializer(settings, level, *args)``;
     ``level`` is this process's effective log level, so the helpers log alike."""
@@ -129,11 +136,14 @@ def _lowest_priority():
 _CLIENT_LIBRARIES = {"chroma": "chromadb", "milvus": "pymilvus"}
 
 
-def init_store_writer(settings: Settings, level: str, store: str) -> None:
-    """A process that writes one store: that store's library imported ahead of use."""
+def init_store_writer(settings: Settings, level: str, store: str, go=None) -> None:
+    """A process that writes one store: that store's library imported ahead of use, once ``go``
+    (an ``Event``) is set: until then the gate's import has the spare core to itself."""
     import importlib
 
     start_helper(level)
+    if go is not None:
+        go.wait()
     # the store's module and its client library (which the store imports lazily); a store
     # without either imports what it needs when it writes
     with _lowest_priority(), contextlib.suppress(ImportError):
@@ -142,12 +152,16 @@ def init_store_writer(settings: Settings, level: str, store: str) -> None:
             importlib.import_module(_CLIENT_LIBRARIES[store])
 
 
-def init_gate(settings: Settings, level: str) -> None:
+def init_gate(settings: Settings, level: str, done=None) -> None:
     """The quality gate's process: Great Expectations' import alone took 2.5-7.6 s of a gate here;
     in this process it overlaps the run's own imports, parsing and encoding, and so does the
-    set-up of its context and suites."""
+    set-up of its context and suites. ``done`` (an ``Event``) is set once they are over."""
     start_helper(level)
-    with _lowest_priority():
-        from rag_ops.quality.context import ready
+    try:
+        with _lowest_priority():
+            from rag_ops.quality.context import ready
 
-        ready()
+            ready()
+    finally:
+        if done is not None:
+            done.set()

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from rag_ops.config import Settings
 from rag_ops.errors import RagopsError, StoreError
-from rag_ops.pipeline.helpers import Helper, helper_pool, init_gate, init_store_writer, peak_rss_mb, start_helper
+from rag_ops.pipeline.helpers import Helper, helper_event, helper_pool, init_gate, init_store_writer, peak_rss_mb, start_helper
 from rag_ops.pipeline.plan import Plan, discover
 from rag_ops.pipeline.process import PreparedBatch, embed_batch, merge_prepared, prepare_batch, process_batch
 from rag_ops.pipeline.runtime import Runtime
@@ -161,29 +161,35 @@ def ingest(
 def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_processes: bool = False) -> dict:
     """Process, gate, write and commit a discovered plan in this process (and its helpers)."""
     # With helper processes allowed and documents to process, the gate and every store's writes
-    # each get a process of their own. The gate's starts now, so that Great Expectations (the
-    # longest import of a run: 2-3 s) is imported while this process imports its parsers, parses
-    # and encodes. The writers start once the encoding is done, while the gate imports or checks
-    # (started with the run, they took half the core GX's import had). A small edit then pays
-    # these imports side by side rather than one after another. Stores are independent and were
-    # measured to serialise in threads of one process (4,000 chunks: Chroma 3.1 s and Milvus
-    # 1.9 s alone, 4.9 s together in threads, 3.1 s from two processes). And this process then
-    # holds no more than one batch at a time: the gate's frames of the whole run and an embedded
-    # store's index live in their processes.
+    # each get a process of their own, started now: their libraries are imported while this
+    # process imports its parsers, parses and encodes, and a small edit pays these imports side
+    # by side rather than one after another. Great Expectations' is the longest (2-3 s): the
+    # writers wait for it to end (or for the encoding to, whichever comes first) before they
+    # import their store's client, which otherwise took half the spare core from it. Stores are
+    # independent and were measured to serialise in threads of one process (4,000 chunks:
+    # Chroma 3.1 s and Milvus 1.9 s alone, 4.9 s together in threads, 3.1 s from two
+    # processes). And this process then holds no more than one batch at a time: the gate's
+    # frames of the whole run and an embedded store's index live in their processes.
     helpers = helper_processes and bool(plan.batches)
-    gate_helper = Helper(init_gate, settings) if helpers else None
-    writers: dict[str, Helper] = {}
+    go = helper_event() if helpers else None
+    gate_helper = Helper(init_gate, settings, go) if helpers else None
+    writers = {s: Helper(init_store_writer, settings, s, go) for s in plan.stores if s not in rt._stores} if helpers else {}
+    if helpers:
+        log.info("helper processes started: the quality gate's%s", "".join(f", {s}'s writes" for s in writers))
     abandon = False
     try:
         counts = _process_batches(settings, plan.batches, rt, helpers=settings.prepare_workers if helper_processes else 0)
         to_write = sum(counts[k] for k in ("new", "changed", "restored"))
-        if not to_write and gate_helper is not None:  # nothing new to check: GX is not needed
-            gate_helper.close(abandon=True)
-            gate_helper = None
-        if helpers and (to_write or plan.deleted):
-            writers = {s: Helper(init_store_writer, settings, s) for s in plan.stores if s not in rt._stores}
-            if writers:
-                log.info("writing %s from helper processes", ", ".join(writers))
+        if not to_write:  # nothing new to check: neither GX nor a store client is needed
+            if gate_helper is not None:
+                gate_helper.close(abandon=True)
+                gate_helper = None
+            if not plan.deleted:
+                for helper in writers.values():
+                    helper.close(abandon=True)
+                writers = {}
+        if go is not None:
+            go.set()  # the encoding is over: the writers import now if GX has not let them yet
         t_gate = time.perf_counter()
         docs = None  # the gate's helper builds the Data Docs pages while the stores are written
         if gate_helper is not None:
