@@ -35,7 +35,9 @@ takes a few seconds, so this module imports it lazily). The context has no data 
 own (no temporary folder); a call with ``docs_dir`` adds a filesystem site there, plus a
 filesystem validation-results store under ``docs_dir/.gx_results`` so the site keeps the history
 of every process that wrote it (GX's index builder drops pages whose results its store does not
-hold). Writes to one ``docs_dir`` are serialised across processes with a file lock.
+hold). Writes to one ``docs_dir`` are serialised across processes with a file lock. A call builds
+its pages once, after its last suite (or leaves them to ``GateResult.build_docs`` with
+``defer_docs``); their Jinja templates are kept compiled beside the site.
 GX 1.24 sends no usage statistics (it has no analytics client); ``analytics_enabled`` is set to
 False anyway and ``GX_ANALYTICS_ENABLED=False`` is in the environment (rag_ops.config).
 """
