@@ -198,9 +198,14 @@ class Chunker:
                 if body:
                     sections.append((heading, body))
                     body, pending = [], []
-                elif heading:
-                    pending.append(heading)
-                heading = "\n".join(pending + [b.text]) if pending else b.text
+                pending.append(b.text)
+                if len(pending) > 1 and self.length("\n".join(pending)) > self._heading_cap:
+                    # a run of title-like lines too long to prefix a chunk (a list of short lines
+                    # unstructured calls titles) is text of the document, not a heading: cut to
+                    # a heading's size it would lose all but its first lines
+                    sections.append((None, [Block(text="\n".join(pending[:-1]), kind="Title")]))
+                    pending = pending[-1:]
+                heading = "\n".join(pending)
             else:
                 body.append(b)
         if body:

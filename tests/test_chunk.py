@@ -227,6 +227,23 @@ def test_cranfield_collection_has_no_bare_title_chunks(chunker):
     assert not bare, f"bare-title chunks (document, seq): {bare}"
 
 
+@pytest.mark.parametrize("after", ["", "\n\nThe pump was then run for an hour at full load and checked again for leaks."])
+def test_a_run_of_short_title_like_lines_is_kept_once_as_text(chunker, after):
+    """Short lines that unstructured calls titles (a list, a log), with or without a paragraph
+    after them: every line is in the chunks, none repeated, and the chunks stay few (each line
+    used to be repeated into the next ones' heading: 25 such lines gave 319 chunks)."""
+    lines = [f"Sample number {round(1796291772.35 + 97.13 * i, 4)} about the flow." for i in range(30)]
+    text = "Pump station log\n\nThe station was inspected on arrival and the readings below were taken.\n\n"
+    text += "\n\n".join(lines) + after
+    blocks, chunks = parsed_and_chunked(chunker, "log.txt", text)
+    assert sum(b.kind == "Title" for b in blocks) >= 20  # the case at hand: the lines read as titles
+    texts = [c.text for c in chunks]
+    assert len(set(texts)) == len(texts), "a chunk text repeats"
+    joined = "\n".join(texts)
+    assert all(joined.count(line) == 1 for line in lines), [line for line in lines if joined.count(line) != 1]
+    assert len(chunks) <= 4 and sum(c.tokens for c in chunks) <= 1.5 * chunker.length(text), (len(chunks), [c.tokens for c in chunks])
+
+
 def test_nested_headings_prefix_every_piece(small_chunker):
     blocks = [
         Block("Chapter 3", "Title", page=2),
