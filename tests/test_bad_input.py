@@ -598,6 +598,24 @@ def test_duplicate_content_under_two_names_is_encoded_once(settings, corpus):
     assert_rerun_does_no_work(settings, snapshot(settings))
 
 
+def test_a_log_of_title_like_lines_is_indexed_once_in_a_few_chunks(settings, corpus):
+    """A plain-text list whose every line unstructured reads as a title (a log, readings): each
+    line is indexed once, in a few chunks (each used to be repeated into the next ones' heading,
+    doubling the chunks with every line: 40 lines would exhaust any memory)."""
+    lines = [f"Sample number {round(1796291772.35 + 97.13 * i, 4)} about the flow." for i in range(40)]
+    log_file = corpus / "robots" / "samples.txt"
+    log_file.write_text("\n\n".join(lines) + "\n")
+    report = ingest(settings)
+    assert report["failed"] == 0 and report["new"] == 4, report["failures"]
+    assert_stores_consistent(settings, good_uris(corpus) + [str(log_file)])
+    doc = doc_id_for(str(log_file))
+    texts = chroma_texts(settings, doc)
+    assert 1 <= len(texts) <= 5 and len(set(texts)) == len(texts), len(texts)
+    joined = "\n".join(texts)
+    assert [line for line in lines if joined.count(line) != 1] == []
+    assert_rerun_does_no_work(settings, snapshot(settings))
+
+
 # ---------------------------------------------------------------------------- retries
 def test_quarantined_pdf_is_retried_when_its_content_changes(settings, corpus):
     pdf = corpus / "manuals" / "r7.pdf"
