@@ -1,7 +1,7 @@
 """Encode backends side by side: speed, load, memory and retrieval quality against torch fp32.
 
     .venv/bin/python bench/encode_bench.py [--datasets ../shared/datasets/scifact,../shared/datasets/cranfield]
-        [--backends torch,torch-bf16,onnx,onnx-int8] [--texts 512] [--rounds 3] [--out DIR] [--skip-recall]
+        [--backends torch,torch-bf16,onnx,onnx-int8,openvino,openvino-bf16] [--texts 512] [--rounds 3] [--out DIR] [--skip-recall]
 
 1. Throughput: the real chunks of the first documents of each set (ragops' own chunker), encoded
    by every backend in this one process, in interleaved rounds (the machine's noise hits all
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag_ops.config import Settings  # noqa: E402  (applies the privacy env first)
+from rag_ops.encoders import BACKENDS  # noqa: E402
 
 DEFAULT_SETS = [ROOT.parent / "shared" / "datasets" / "scifact", ROOT.parent / "shared" / "datasets" / "cranfield"]
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd")
 BOUND = 0.5  # points of nDCG@10 / recall@100 a backend may lose against fp32 and still qualify
 
@@ -123,7 +123,7 @@ def recall(backend: str, dataset: Path, out: Path, cache_dir: Path) -> dict[str,
     target, report = ev.ingest_beir(settings, dataset)
     seconds = time.perf_counter() - t0
     results = ev.score_stores(settings, golden, target=target, record=False)
-    print(f"  {backend:<11} {dataset.name:<10} ingest {seconds:7.1f}s ({report['encoded']} encoded, "
+    print(f"  {backend:<14} {dataset.name:<10} ingest {seconds:7.1f}s ({report['encoded']} encoded, "
           f"encode {report['encode_seconds']:.1f}s)  "
           + "  ".join(f"{s}: nDCG@10 {100 * r['ndcg@10']:.2f} R@100 {100 * r['recall@100']:.2f}" for s, r in results.items()),
           flush=True)
@@ -150,10 +150,12 @@ def main() -> int:
     cache_dir = args.out / "models"
     settings = Settings(data_dir=args.out / "scratch", model_cache_dir=str(cache_dir))
     print(f"CPU: {cpu_description()}")
+    from importlib.metadata import version
+
     import onnxruntime
     import torch
 
-    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; auto here: {settings.replace(embed_backend='auto').encoder_backend}")
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino {version('openvino')}; auto here: {settings.replace(embed_backend='auto').encoder_backend}")
 
     texts = sample_chunks(datasets, args.texts, settings)
     speed = throughput(backends, texts, settings, args.rounds)
@@ -166,7 +168,7 @@ def main() -> int:
 
     print(f"\nthroughput on {len(texts)} chunks, median of {args.rounds} interleaved rounds; load and RSS in a fresh process")
     sets = [ds.name for ds in datasets]
-    head = f"{'backend':<11}{'texts/s':>9}{'× fp32':>8}{'load s':>8}{'RSS MB':>8}"
+    head = f"{'backend':<14}{'texts/s':>9}{'× fp32':>8}{'load s':>8}{'RSS MB':>8}"
     stores = sorted({s for b in scores.values() for d in b.values() for s in d})
     for ds in sets if scores else []:
         for s in stores:
@@ -174,7 +176,7 @@ def main() -> int:
     print(head)
     qualified = []
     for b in backends:
-        row = f"{b:<11}{speed[b]:>9.1f}{speed[b] / speed['torch']:>8.2f}{loads[b]['load']:>8.2f}{loads[b]['rss_mb']:>8.0f}"
+        row = f"{b:<14}{speed[b]:>9.1f}{speed[b] / speed['torch']:>8.2f}{loads[b]['load']:>8.2f}{loads[b]['rss_mb']:>8.0f}"
         ok = True
         for ds in sets if scores else []:
             for s in stores:

@@ -125,6 +125,19 @@ def _stop_milvus_lite_servers():
     server_manager_instance.release_all()
 
 
+# Put first in a `python -c` script: every connection the process (or a fork of it) tries is
+# refused and recorded in `attempts`, for the script to print.
+NO_NETWORK = """
+import socket
+attempts = []
+def refuse(self, address, *a, **k):
+    attempts.append(repr(address))
+    raise OSError("network disabled by test")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+"""
+
+
 def run_together(code: str, argvs: list[list[str]], *, delay: float = 4, timeout: float = 300) -> list[str]:
     """Run ``python -c code`` once per argument list, all released at the same moment: each gets
     the start time (epoch seconds) as its last argument and must wait for it. Asserts every

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import NO_NETWORK
 from rag_ops.catalog import Catalog
 from rag_ops.config import Settings
 from rag_ops.cache import SqliteCache
 from rag_ops.embed import Embedder
+from rag_ops.encoders import BACKENDS
 from rag_ops.errors import EmbeddingError
 from rag_ops.identity import text_hash
 from rag_ops.pipeline import ingest
@@ -179,7 +181,9 @@ def test_cache_prevents_reencoding_when_reindexing_into_a_fresh_collection(setti
 
 
 # ---------------------------------------------------------------------------- precision and errors
-@pytest.mark.parametrize("backend, floor", [("torch-bf16", 0.999), ("onnx", 0.99999), ("onnx-int8", 0.95)])
+@pytest.mark.parametrize("backend, floor", [
+    ("torch-bf16", 0.999), ("onnx", 0.99999), ("onnx-int8", 0.95), ("openvino", 0.99999), ("openvino-bf16", 0.999),
+])
 def test_every_backend_gives_unit_vectors_close_to_the_fp32_reference(model_settings, embedder, tmp_path, backend, floor):
     """Each backend really runs (vectors differ from fp32's bits) and stays close to the reference,
     for texts of every length the model sees (empty, one word, past its 256-token window)."""
@@ -220,13 +224,51 @@ def test_onnx_export_is_made_once_offline_and_reused_without_torch(model_setting
     assert sorted(p.name for p in cache_dir.rglob("*") if p.is_file()) == files  # nothing exported again
 
 
+OPENVINO_OFFLINE = NO_NETWORK + """
+import json, sys
+from pathlib import Path
+from rag_ops.embed import Embedder
+e = Embedder(sys.argv[1], "m", backend="openvino-bf16", cache_dir=Path(sys.argv[2]))
+v = e.encode(["hello", "a second text"])
+print(json.dumps({"shape": list(v.shape), "attempts": attempts, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_openvino_sends_no_telemetry_even_where_its_telemetry_package_is_installed(
+    model_settings, tmp_path, _one_model_export_per_session
+):
+    """`import openvino` reports to Google Analytics through openvino-telemetry when that package
+    is importable (pip installs it with openvino unless --no-deps): the backend must never load it,
+    open a connection, or leave OpenVINO's client-id files in the user's home."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "openvino_telemetry").mkdir(parents=True)
+    marker = tmp_path / "telemetry-imported"
+    (site / "openvino_telemetry" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(
+        [sys.executable, "-c", OPENVINO_OFFLINE, model_settings.model_path, str(_one_model_export_per_session)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"shape": [2, 384], "attempts": [], "torch": False}
+    assert not marker.exists(), "openvino_telemetry was imported"
+    assert list(home.iterdir()) == []  # no ~/intel/openvino_ga_cid or consent file
+
+
 def test_the_backend_is_part_of_the_model_identity(tmp_path):
     """Caches and versions never mix vectors of two backends; fp32 torch keeps the id caches built
     before backends existed carry; chunk ids do not depend on the backend."""
     base = Settings(data_dir=tmp_path, embed_backend="torch")
-    ids = {b: base.replace(embed_backend=b).model_id for b in ("torch", "torch-bf16", "onnx", "onnx-int8")}
+    ids = {b: base.replace(embed_backend=b).model_id for b in BACKENDS}
     assert ids["torch"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert len(set(ids.values())) == 4
+    assert len(set(ids.values())) == len(BACKENDS) == 6
     assert {base.replace(embed_backend=b).chunker_fingerprint for b in ids} == {base.chunker_fingerprint}
     assert base.replace(embed_precision="bf16").encoder_backend == "torch-bf16"  # the older spelling
     with pytest.raises(Exception, match="embed_backend must be one of"):
@@ -236,6 +278,8 @@ def test_the_backend_is_part_of_the_model_identity(tmp_path):
 def test_auto_backend_follows_the_cpu():
     from rag_ops.encoders import auto_backend
 
+    amx = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
+    assert auto_backend(frozenset(amx)) == "openvino-bf16"  # ONNX Runtime's int8 was no faster than fp32 there
     assert auto_backend(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})) == "onnx-int8"
     assert auto_backend(frozenset({"avx2", "avx_vnni"})) == "onnx-int8"
     assert auto_backend(frozenset({"sse4_2", "avx", "avx2", "fma"})) == "onnx"  # no VNNI: fp32 kernels

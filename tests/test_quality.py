@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import NO_NETWORK
 from rag_ops import quality
 from rag_ops.errors import RagopsError
 from rag_ops.quality import GateResult, QualityGateError, Thresholds, check_quality, enforce
@@ -391,15 +392,9 @@ def test_timing_2000_documents_5000_chunks(tmp_path):
 
 
 # ---------------------------------------------------------------------------- a fresh process
-COLD_SCRIPT = textwrap.dedent(
+COLD_SCRIPT = NO_NETWORK + textwrap.dedent(
     """
-    import json, os, socket, sys, tempfile, time
-    attempts = []
-    def refuse(self, address, *a, **k):
-        attempts.append(repr(address))
-        raise OSError("network disabled by test")
-    socket.socket.connect = refuse
-    socket.socket.connect_ex = refuse
+    import json, os, sys, tempfile, time
     import jinja2
     compiled = []  # Data Docs templates compiled from their source (not loaded compiled)
     real_compile = jinja2.Environment.compile
