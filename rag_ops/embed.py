@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag_ops.cache import EmbeddingCache, SqliteCache, open_cache  # noqa: F401 - re-exported
+from rag_ops.encoders import model_dimension  # noqa: F401 - re-exported
 from rag_ops.errors import EmbeddingError
 
 if TYPE_CHECKING:
@@ -147,32 +148,6 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def model_dimension(model_path: str) -> int | None:
-    """The embedding size a sentence-transformers model folder declares, without loading it.
-
-    Reads the last Dense layer's ``out_features`` if there is one, else the pooling layer's
-    ``word_embedding_dimension``; None when the folder does not say.
-    """
-    import json
-
-    root = Path(model_path)
-    try:
-        modules = json.loads((root / "modules.json").read_text())
-    except (OSError, ValueError):
-        return None
-    dim = None
-    for module in modules:
-        cfg = root / module.get("path", "") / "config.json"
-        if not cfg.is_file():
-            continue
-        conf = json.loads(cfg.read_text())
-        if "Dense" in module.get("type", "") and "out_features" in conf:
-            dim = int(conf["out_features"])
-        elif "Pooling" in module.get("type", "") and "word_embedding_dimension" in conf:
-            dim = int(conf["word_embedding_dimension"])
-    return dim
 
 
 def make_embedder(settings: "Settings", concurrent_encoders: int = 1) -> Embedder:

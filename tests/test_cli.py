@@ -172,6 +172,32 @@ def test_bad_setting_is_a_one_line_error(tmp_path):
     assert proc.stdout.strip() == ""
 
 
+def quality_results(env: dict[str, str], run_id: str | None = None) -> list[dict]:
+    """The catalog's recorded gate outcomes (of one run, or of all)."""
+    import sqlalchemy as sa
+
+    from rag_ops.catalog import Catalog, quality_results as table
+    from rag_ops.config import Settings
+
+    catalog = Catalog(Settings(data_dir=Path(env["RAGOPS_DATA_DIR"])).catalog_db_url)
+    try:
+        if run_id is not None:
+            return catalog.quality_results_of(run_id)
+        with catalog.read() as conn:
+            return [dict(r) for r in conn.execute(sa.select(table)).mappings()]
+    finally:
+        catalog.close()
+
+
+def test_every_gate_outcome_is_in_the_catalog(indexed):
+    """The CLI's gate checks in its own process and hands its outcomes back; the run's process
+    records each expectation's (the dashboard's quality panel reads them)."""
+    env, _, report = indexed
+    results = quality_results(env, report["run_id"])
+    assert {r["suite"] for r in results} == {"documents", "chunks", "embeddings", "gate"}
+    assert len(results) >= 20 and all(r["success"] for r in results), results
+
+
 def test_a_failed_quality_gate_is_a_clear_error_and_writes_nothing(tmp_path):
     """The gate runs in its own process in the CLI: its failure still reaches the user as the
     named check, with the exit code of an error, no traceback, and no store or catalog write."""
@@ -189,6 +215,9 @@ def test_a_failed_quality_gate_is_a_clear_error_and_writes_nothing(tmp_path):
     # the failed checks are in Data Docs for the user to read
     pages = list((tmp_path / "data" / "quality" / "data_docs" / "validations" / "ragops_chunks").rglob("*.html"))
     assert len(pages) == 1 and "text_repeats" in pages[0].read_text(), pages
+    # and recorded, with the ones that passed
+    failed = [r for r in quality_results(env) if not r["success"]]
+    assert [(r["suite"], r["column_name"]) for r in failed] == [("chunks", "text_repeats")], failed
 
 
 def test_no_command_is_a_usage_error(tmp_path):

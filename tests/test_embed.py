@@ -262,6 +262,47 @@ def test_openvino_sends_no_telemetry_even_where_its_telemetry_package_is_install
     assert list(home.iterdir()) == []  # no ~/intel/openvino_ga_cid or consent file
 
 
+def test_openvino_keeps_its_compiled_model_beside_the_export_and_compiles_a_bad_one_again(
+    model_settings, tmp_path, _one_model_export_per_session, caplog
+):
+    """The first process compiles the export and keeps the compiled model beside it, one file per
+    precision; later ones import that file (the same vectors) instead of compiling. A file that
+    does not import is compiled again, with a warning, and replaced."""
+    import logging
+    import os
+
+    from rag_ops.encoders import OpenVinoEncoder, onnx_model
+
+    onnx = tmp_path / "model.onnx"
+    onnx.symlink_to(onnx_model(model_settings.model_path, "onnx", _one_model_export_per_session))
+
+    def load(bf16: bool = True) -> OpenVinoEncoder:
+        return OpenVinoEncoder(model_settings.model_path, onnx, bf16, 0)
+
+    def blobs() -> list:
+        return sorted(tmp_path.glob("openvino-*.blob"))
+
+    first = load()
+    assert first._blob is None and len(blobs()) == 1  # compiled, and kept
+    bf16_blob = blobs()[0]
+    reference = first.encode(TEXTS, 16)
+    second = load()
+    assert second._blob is not None  # imported
+    np.testing.assert_array_equal(second.encode(TEXTS, 16), reference)
+    load(bf16=False)
+    assert len(blobs()) == 2  # the precision is part of the file's name
+    del second
+    for blob in blobs():  # cut short, as a full disk would leave a file written in place
+        cut = blob.with_name(blob.name + ".cut")
+        cut.write_bytes(blob.read_bytes()[:4096])
+        os.replace(cut, blob)
+    with caplog.at_level(logging.WARNING, logger="rag_ops.encoders"):
+        third = load()
+    assert third._blob is None and "did not load" in caplog.text
+    np.testing.assert_array_equal(third.encode(TEXTS, 16), reference)
+    assert bf16_blob.stat().st_size > 4096 and load()._blob is not None  # replaced by a good one
+
+
 def test_the_backend_is_part_of_the_model_identity(tmp_path):
     """Caches and versions never mix vectors of two backends; fp32 torch keeps the id caches built
     before backends existed carry; chunk ids do not depend on the backend."""

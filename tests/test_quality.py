@@ -420,11 +420,19 @@ COLD_SCRIPT = NO_NETWORK + textwrap.dedent(
     t3 = time.perf_counter()
     state = quality.context._gx()
     stats_loaded = "scipy.stats._stats_py" in sys.modules
+    altair_loaded = "altair.vegalite" in sys.modules
+    sqlalchemy_loaded = "sqlalchemy" in sys.modules
     from scipy import stats  # deferred, not gone: the first use loads it
+    import altair
+    import sqlalchemy  # hidden from GX only: anything else in the process can still import it
     print(json.dumps({
         "compiled": len(compiled),
         "scipy_stats_loaded": stats_loaded,
         "scipy_stats_works": float(stats.norm.cdf(0.0)) == 0.5,
+        "altair_loaded": altair_loaded,
+        "altair_works": altair.Chart.__name__ == "Chart",
+        "sqlalchemy_loaded": sqlalchemy_loaded,
+        "sqlalchemy_works": sqlalchemy.select.__name__ == "select",
         "attempts": attempts,
         "analytics_modules": sorted(m for m in sys.modules if "posthog" in m or "analytics" in m or "segment" in m),
         "env": os.environ.get("GX_ANALYTICS_ENABLED"),
@@ -438,6 +446,21 @@ COLD_SCRIPT = NO_NETWORK + textwrap.dedent(
     }))
     """
 )
+
+
+def test_a_process_that_imported_sqlalchemy_first_keeps_gx_sql_support():
+    """SQLAlchemy is hidden from GX only where nothing imported it before (the CLI's gate helper):
+    in an Airflow task or a process with the catalog open, GX keeps its SQL data sources."""
+    code = (
+        "import sys, sqlalchemy\n"
+        "from rag_ops.quality.context import _gx\n"
+        "_gx()\n"
+        "from great_expectations.compatibility import sqlalchemy as compat\n"
+        "print(compat.sqlalchemy is sys.modules['sqlalchemy'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"
 
 
 def test_fresh_process_no_network_no_analytics_no_temp_docs(tmp_path):
@@ -464,8 +487,11 @@ def test_fresh_process_no_network_no_analytics_no_temp_docs(tmp_path):
         assert list(tmp.iterdir()) == []  # nothing in GX's default (temp) Data Docs location
         assert out["data_docs"] == str(docs_dir / "index.html")
         assert len(out["sites"]) == 1
-        # GX imports scipy.stats for expectations the suites do not use: loaded on first use only
+        # GX imports scipy.stats and altair for expectations the suites do not use: loaded on first
+        # use only; SQLAlchemy (GX's optional SQL support) is not imported where nothing else had
         assert out["scipy_stats_loaded"] is False and out["scipy_stats_works"] is True
+        assert out["altair_loaded"] is False and out["altair_works"] is True
+        assert out["sqlalchemy_loaded"] is False and out["sqlalchemy_works"] is True
         compiled.append(out["compiled"])
     # the second process kept the first one's page in the shared docs_dir
     assert len(list((docs_dir / "validations").rglob("*.html"))) == 6

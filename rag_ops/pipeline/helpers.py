@@ -165,3 +165,12 @@ def init_gate(settings: Settings, level: str, done=None) -> None:
     finally:
         if done is not None:
             done.set()
+
+
+def run_gate(settings: Settings, plan_ref: str):
+    """The quality checks of a run in its gate helper (see :func:`init_gate`): their outcomes go
+    back to the run's process, which records them in the catalog, so this process never opens it;
+    the Data Docs pages are left to ``build_quality_docs``, run while the stores are written."""
+    from rag_ops.pipeline.write import check_gate
+
+    return check_gate(settings, plan_ref, defer_docs=True)

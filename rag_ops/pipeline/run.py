@@ -12,11 +12,13 @@ from typing import Any, Iterable
 
 from rag_ops.config import Settings
 from rag_ops.errors import RagopsError, StoreError
-from rag_ops.pipeline.helpers import Helper, helper_event, helper_pool, init_gate, init_store_writer, peak_rss_mb, start_helper
+from rag_ops.pipeline.helpers import (
+    Helper, helper_event, helper_pool, init_gate, init_store_writer, peak_rss_mb, run_gate, start_helper,
+)
 from rag_ops.pipeline.plan import Plan, discover
 from rag_ops.pipeline.process import PreparedBatch, embed_batch, merge_prepared, prepare_batch, process_batch
 from rag_ops.pipeline.runtime import Runtime
-from rag_ops.pipeline.write import build_quality_docs, commit_run, quality_gate, upsert_store
+from rag_ops.pipeline.write import build_quality_docs, commit_run, quality_gate, record_gate, upsert_store
 from rag_ops.staging import staging_at
 
 log = logging.getLogger(__name__)
@@ -193,8 +195,9 @@ def _run_plan(settings: Settings, plan: Plan, rt: Runtime, t0: float, helper_pro
         t_gate = time.perf_counter()
         docs = None  # the gate's helper builds the Data Docs pages while the stores are written
         if gate_helper is not None:
-            gate = _helper_result(gate_helper.submit(quality_gate, settings, plan.ref, None, True), "quality gate", RagopsError)
+            checks = _helper_result(gate_helper.submit(run_gate, settings, plan.ref), "quality gate", RagopsError)
             docs = gate_helper.submit(build_quality_docs)
+            gate = record_gate(checks, rt)  # the catalog is this process's
         else:
             gate = quality_gate(settings, plan.ref, runtime=rt)
         gate_seconds = time.perf_counter() - t_gate

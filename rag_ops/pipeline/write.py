@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def quality_thresholds(settings: Settings):
     """The gate's thresholds, from the settings and the model's declared dimension."""
-    from rag_ops.embed import model_dimension
+    from rag_ops.encoders import model_dimension  # not rag_ops.embed: the gate's helper needs no SQLAlchemy
     from rag_ops.quality import Thresholds
 
     return Thresholds(
@@ -44,6 +45,25 @@ def _gate_ref(plan: Plan) -> str:
 _PENDING_DOCS: list = []  # in the gate's helper process: the Data Docs builds left for later
 
 
+@dataclass
+class GateChecks:
+    """What the quality checks of a run found, before the catalog records it: :func:`check_gate`
+    makes it (in the CLI, in the gate's helper process, which needs no catalog connection) and
+    :func:`record_gate` records it (in the run's process)."""
+
+    run_id: str
+    documents: int
+    chunks: int
+    outcomes: list[dict]  # one per expectation and suite
+    quarantined: dict[str, str]  # doc_id -> reason(s)
+    uris: dict[str, str]  # doc_id -> source URI, of the quarantined documents
+    batch_failures: list[str]
+    data_docs: str | None
+    seconds: float  # the checks, without Great Expectations' import
+    import_seconds: float
+    peak_rss_mb: float  # of the process that ran the checks
+
+
 def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = None, defer_docs: bool = False) -> dict:
     """Run the Great Expectations suites over everything this run is about to upsert.
 
@@ -53,7 +73,7 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
     (``quality_results``) and to a Data Docs site under ``<data_dir>/quality/data_docs``.
 
     Returns:
-        ``{"checked", "quarantined", "data_docs", "seconds"}``.
+        ``{"checked", "quarantined", "data_docs", "seconds", "imports", "peak_rss_mb"}``.
 
     With ``defer_docs`` a gate that passes leaves its Data Docs pages to
     :func:`build_quality_docs` in the same process (the CLI's gate helper builds them while the
@@ -62,55 +82,76 @@ def quality_gate(settings: Settings, plan_ref: str, runtime: Runtime | None = No
     Raises:
         QualityGateError: a batch-level expectation failed (message names it and the observed value).
     """
-    from rag_ops import quality
-
     own = runtime is None
     rt = runtime or Runtime(settings)
-    t0 = time.perf_counter()
     try:
-        plan = Plan.load(plan_ref, settings)
-        documents, chunk_rows, vector_parts = [], [], []
-        for batch_ref in plan.batches:
-            result, vectors = load_result(batch_ref, settings)
-            for d in result["docs"]:
-                if d["outcome"] not in ("new", "changed", "restored"):
-                    continue
-                lo, hi = d["chunk_rows"]
-                documents.append({"doc_id": d["doc_id"], "uri": d["uri"], "size": d["size"], **d["stats"]})
-                chunk_rows.extend(result["chunks"][lo:hi])
-                vector_parts.append(vectors[lo:hi])
-        vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), dtype=np.float32)
-        gate = quality.check_quality(
-            documents, chunk_rows, vectors, quality_thresholds(plan.settings_for(settings)),
-            run_id=plan.run_id, docs_dir=settings.data_dir / "quality" / "data_docs", defer_docs=defer_docs,
-        )
-        if gate.build_docs is not None:
-            if gate.ok:
-                _PENDING_DOCS.append(gate.build_docs)
-            else:
-                gate.build_docs()
-        outcomes = [dict(o.__dict__) for o in gate.outcomes]
-        staging_at(plan.ref, settings).write_json(
-            _gate_ref(plan),
-            {"quarantined": gate.quarantined, "batch_failures": gate.batch_failures, "data_docs": gate.data_docs},
-        )
-        rt.catalog.write_quality_results(plan.run_id, outcomes)
-        failed = sum(1 for o in outcomes if not o["success"])
-        log.info(
-            "quality: %d documents, %d chunks checked; %d expectations failed; %d documents quarantined; "
-            "Data Docs: %s", len(documents), len(chunk_rows), failed, len(gate.quarantined), gate.data_docs,
-        )
-        for doc_id, reason in gate.quarantined.items():
-            log.warning("quality: quarantined %s: %s", next(d["uri"] for d in documents if d["doc_id"] == doc_id), reason)
-        quality.enforce(gate)
-        return {
-            "checked": len(documents), "quarantined": len(gate.quarantined), "data_docs": gate.data_docs,
-            "seconds": round(time.perf_counter() - t0 - gate.import_seconds, 4), "imports": round(gate.import_seconds, 4),
-            "peak_rss_mb": peak_rss_mb(),  # of the process that ran the gate (a helper's, in the CLI)
-        }
+        return record_gate(check_gate(settings, plan_ref, defer_docs), rt)
     finally:
         if own:
             rt.close()
+
+
+def check_gate(settings: Settings, plan_ref: str, defer_docs: bool = False) -> GateChecks:
+    """The checks of :func:`quality_gate`, their Data Docs and the gate's staged verdict (which
+    the store writers read), without recording them in the catalog."""
+    from rag_ops import quality
+
+    t0 = time.perf_counter()
+    plan = Plan.load(plan_ref, settings)
+    documents, chunk_rows, vector_parts = [], [], []
+    for batch_ref in plan.batches:
+        result, vectors = load_result(batch_ref, settings)
+        for d in result["docs"]:
+            if d["outcome"] not in ("new", "changed", "restored"):
+                continue
+            lo, hi = d["chunk_rows"]
+            documents.append({"doc_id": d["doc_id"], "uri": d["uri"], "size": d["size"], **d["stats"]})
+            chunk_rows.extend(result["chunks"][lo:hi])
+            vector_parts.append(vectors[lo:hi])
+    vectors = np.concatenate(vector_parts) if vector_parts else np.zeros((0, 0), dtype=np.float32)
+    gate = quality.check_quality(
+        documents, chunk_rows, vectors, quality_thresholds(plan.settings_for(settings)),
+        run_id=plan.run_id, docs_dir=settings.data_dir / "quality" / "data_docs", defer_docs=defer_docs,
+    )
+    if gate.build_docs is not None:
+        if gate.ok:
+            _PENDING_DOCS.append(gate.build_docs)
+        else:
+            gate.build_docs()
+    staging_at(plan.ref, settings).write_json(
+        _gate_ref(plan),
+        {"quarantined": gate.quarantined, "batch_failures": gate.batch_failures, "data_docs": gate.data_docs},
+    )
+    return GateChecks(
+        run_id=plan.run_id, documents=len(documents), chunks=len(chunk_rows),
+        outcomes=[dict(o.__dict__) for o in gate.outcomes], quarantined=dict(gate.quarantined),
+        uris={d["doc_id"]: d["uri"] for d in documents if d["doc_id"] in gate.quarantined},
+        batch_failures=list(gate.batch_failures), data_docs=gate.data_docs,
+        seconds=round(time.perf_counter() - t0 - gate.import_seconds, 4), import_seconds=round(gate.import_seconds, 4),
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
+def record_gate(checks: GateChecks, runtime: Runtime) -> dict:
+    """Record the checks' outcomes in the catalog, report them, and stop the run when a
+    batch-level check failed (see :func:`quality_gate`)."""
+    from rag_ops.quality.types import raise_for_batch_failures
+
+    t0 = time.perf_counter()
+    runtime.catalog.write_quality_results(checks.run_id, checks.outcomes)
+    failed = sum(1 for o in checks.outcomes if not o["success"])
+    log.info(
+        "quality: %d documents, %d chunks checked; %d expectations failed; %d documents quarantined; "
+        "Data Docs: %s", checks.documents, checks.chunks, failed, len(checks.quarantined), checks.data_docs,
+    )
+    for doc_id, reason in checks.quarantined.items():
+        log.warning("quality: quarantined %s: %s", checks.uris[doc_id], reason)
+    raise_for_batch_failures(checks.batch_failures)
+    return {
+        "checked": checks.documents, "quarantined": len(checks.quarantined), "data_docs": checks.data_docs,
+        "seconds": round(checks.seconds + time.perf_counter() - t0, 4), "imports": checks.import_seconds,
+        "peak_rss_mb": checks.peak_rss_mb,
+    }
 
 
 def build_quality_docs() -> float:

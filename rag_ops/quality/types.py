@@ -80,7 +80,12 @@ class QualityGateError(RagopsError):
 
 def enforce(gate: GateResult) -> None:
     """Raise :class:`QualityGateError` listing every batch failure; return when there is none."""
-    if gate.batch_failures:
-        lines = "\n".join(f"- {m}" for m in gate.batch_failures)
-        raise QualityGateError(f"quality gate failed ({len(gate.batch_failures)} batch-level check(s)):\n{lines}")
+    raise_for_batch_failures(gate.batch_failures)
+
+
+def raise_for_batch_failures(batch_failures: list[str]) -> None:
+    """:func:`enforce` for a gate's failure messages alone."""
+    if batch_failures:
+        lines = "\n".join(f"- {m}" for m in batch_failures)
+        raise QualityGateError(f"quality gate failed ({len(batch_failures)} batch-level check(s)):\n{lines}")
 
