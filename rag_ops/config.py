@@ -139,7 +139,7 @@ class Settings:
     # embedding
     embedding_model: str = PACKAGED_MODEL  # a local model dir, or the packaged MiniLM
     embed_batch_size: int = 16  # measured here: 16 encodes faster than 32 and peaks ~60 MB lower
-    embed_backend: str = "auto"  # auto | torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 (rag_ops/encoders.py)
+    embed_backend: str = "auto"  # auto | torch | torch-bf16 | onnx | onnx-int8 | openvino | openvino-bf16 (rag_ops/encoders/)
     embed_precision: str = "fp32"  # fp32 | bf16: bf16 is the older spelling of embed_backend torch-bf16
     model_cache_dir: str = ""  # where ONNX exports of the model are kept (empty: data_dir/models)
     embedding_cache: str = "auto"  # auto (the catalog's database when it is a server, else sqlite) | sqlite | catalog
