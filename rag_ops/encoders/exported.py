@@ -85,7 +85,7 @@ class OpenVinoEncoder(_ExportedEncoder):
         compiled, self._blob = _openvino_compiled(openvino, onnx_path, config)
         self.request = compiled.create_infer_request()
         self.inputs = [port.get_any_name() for port in compiled.inputs]
-        self.tokenizer = _tokenizer(model_path)
+        self.tokenizer = _tokenizer(model_path, OPENVINO_PAD_MULTIPLE)
         self.dimension = int(compiled.outputs[0].get_partial_shape()[-1].get_length())
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -125,7 +125,13 @@ def _openvino_compiled(openvino, onnx_path: Path, config: dict):
     return compiled, None
 
 
-def _tokenizer(model_path: str):
+# OpenVINO's CPU plugin keeps compiled kernels for every input shape it has seen, so a long run's
+# memory grew with its distinct text lengths; lengths padded to a multiple of this bound them
+# (the padding is masked out of the pooled vector; docs/benchmarks.md#memory)
+OPENVINO_PAD_MULTIPLE = 32
+
+
+def _tokenizer(model_path: str, pad_to_multiple_of: int | None = None):
     """The model's fast tokenizer from ``tokenizer.json``: truncated to the model's
     ``max_seq_length`` and padded per batch, as sentence-transformers tokenizes."""
     from tokenizers import Tokenizer
@@ -143,7 +149,7 @@ def _tokenizer(model_path: str):
         pad_id = tok.token_to_id(pad_token) or 0
     except (OSError, ValueError):
         pass
-    tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
+    tok.enable_padding(pad_id=pad_id, pad_token=pad_token, pad_to_multiple_of=pad_to_multiple_of)
     return tok
 
 
