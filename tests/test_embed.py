@@ -303,27 +303,33 @@ def test_openvino_keeps_its_compiled_model_beside_the_export_and_compiles_a_bad_
     assert bf16_blob.stat().st_size > 4096 and load()._blob is not None  # replaced by a good one
 
 
-def test_openvino_feeds_lengths_in_steps_so_its_kernel_cache_stays_bounded(model_settings, _one_model_export_per_session):
+def test_openvino_feeds_shapes_in_steps_so_its_kernel_cache_stays_bounded(model_settings, _one_model_export_per_session):
     """OpenVINO compiles kernels per input shape and keeps them: every batch it is fed is padded
-    to a multiple of OPENVINO_PAD_MULTIPLE tokens, whatever its texts' lengths."""
+    to a multiple of OPENVINO_PAD_MULTIPLE tokens and to a power-of-two number of rows, whatever
+    its texts' lengths and number."""
     from rag_ops.encoders import OpenVinoEncoder, onnx_model
     from rag_ops.encoders.exported import OPENVINO_PAD_MULTIPLE
 
     onnx = onnx_model(model_settings.model_path, "onnx", _one_model_export_per_session)
     encoder = OpenVinoEncoder(model_settings.model_path, onnx, True, 0)
     shapes = []
-    real_run = encoder.run
+    real_infer = encoder.request.infer
 
-    def run(feed):
-        shapes.append(feed["input_ids"].shape)
-        return real_run(feed)
+    class Request:  # records what OpenVINO is fed
+        def infer(self, feed):
+            shapes.append(feed["input_ids"].shape)
+            return real_infer(feed)
 
-    encoder.run = run
+    encoder.request = Request()
     texts = ["R7", "a short one", *(" ".join(["word"] * n) for n in (5, 33, 70, 250, 400))]
-    vectors = encoder.encode(texts, 2)
-    assert len(shapes) == 4 and all(tokens % OPENVINO_PAD_MULTIPLE == 0 for _, tokens in shapes), shapes
+    vectors = encoder.encode(texts, 4)  # batches of 4 and of 3 texts
+    assert [rows for rows, _ in shapes] == [4, 4], shapes  # 3 rows are fed as 4 (a power of two)
+    assert all(tokens % OPENVINO_PAD_MULTIPLE == 0 for _, tokens in shapes), shapes
     assert max(tokens for _, tokens in shapes) == 256  # the model's window, not past it
+    assert vectors.shape == (len(texts), 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    alone = np.stack([encoder.encode([t], 4)[0] for t in texts])  # the filler rows change no vector
+    assert (np.sum(alone * vectors, axis=1) > 0.999).all()
 
 
 def test_the_backend_is_part_of_the_model_identity(tmp_path):

@@ -89,7 +89,12 @@ class OpenVinoEncoder(_ExportedEncoder):
         self.dimension = int(compiled.outputs[0].get_partial_shape()[-1].get_length())
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.request.infer(feed)[0]
+        # a run's last batches have any number of rows: a power of two bounds the shapes too
+        rows = len(feed["input_ids"])
+        fill = (1 << (rows - 1).bit_length()) - rows
+        if fill:
+            feed = {k: np.concatenate([v, np.repeat(v[:1], fill, axis=0)]) for k, v in feed.items()}
+        return self.request.infer(feed)[0][:rows]
 
 
 def _openvino_compiled(openvino, onnx_path: Path, config: dict):
@@ -126,8 +131,8 @@ def _openvino_compiled(openvino, onnx_path: Path, config: dict):
 
 
 # OpenVINO's CPU plugin keeps compiled kernels for every input shape it has seen, so a long run's
-# memory grew with its distinct text lengths; lengths padded to a multiple of this bound them
-# (the padding is masked out of the pooled vector; docs/benchmarks.md#memory)
+# memory grew with its distinct text lengths and batch sizes; lengths padded to a multiple of this
+# (masked out of the pooled vector) and rows to a power of two bound them (docs/benchmarks.md#memory)
 OPENVINO_PAD_MULTIPLE = 32
 
 
