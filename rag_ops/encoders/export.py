@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from rag_ops.encoders.torch_backend import sentence_transformer
 from rag_ops.errors import EmbeddingError
@@ -16,6 +18,20 @@ from rag_ops.errors import EmbeddingError
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+
+
+@contextlib.contextmanager
+def written_whole(dest: Path) -> Iterator[Path]:
+    """A path beside ``dest`` to write to: it becomes ``dest`` when the block ends without an
+    error and is removed otherwise, so a reader never sees a part-written file and processes
+    writing at once each end with a whole one."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
 _EXPORT_LOCK = threading.Lock()
 
 
@@ -78,9 +94,8 @@ def _export(model_path: str, dest: Path) -> None:
         def forward(self, *tensors):
             return self.st(dict(zip(names, tensors)))["sentence_embedding"]
 
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with written_whole(dest) as tmp, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the tracer's notes on shape checks that hold for any input
             torch.onnx.export(
                 Sentences(model), tuple(sample[k] for k in names), str(tmp),
@@ -88,27 +103,22 @@ def _export(model_path: str, dest: Path) -> None:
                 dynamic_axes={**{k: {0: "batch", 1: "tokens"} for k in names}, "sentence_embedding": {0: "batch"}},
                 opset_version=ONNX_OPSET, dynamo=False,
             )
-        os.replace(tmp, dest)
     except Exception as exc:
         raise EmbeddingError(f"exporting {model_path!r} to ONNX failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _quantize(source: Path, dest: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     ort_logger = logging.getLogger()  # onnxruntime.quantization warns through the root logger
     level = ort_logger.level
     try:
         ort_logger.setLevel(max(level, logging.ERROR))
-        # per-channel weights: per-tensor int8 moved some vectors to cos 0.90 of fp32's; this 0.99
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, dest)
+        with written_whole(dest) as tmp:
+            # per-channel weights: per-tensor int8 moved some vectors to cos 0.90 of fp32's; this 0.99
+            quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
     except Exception as exc:
         raise EmbeddingError(f"quantising {source} to int8 failed: {type(exc).__name__}: {exc}") from exc
     finally:
         ort_logger.setLevel(level)
-        tmp.unlink(missing_ok=True)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag_ops.encoders.backends import cpu_flags
+from rag_ops.encoders.export import written_whole
 from rag_ops.errors import EmbeddingError
 
 if TYPE_CHECKING:
@@ -118,15 +118,11 @@ def _openvino_compiled(openvino, onnx_path: Path, config: dict):
             log.warning("the compiled OpenVINO model %s did not load (%s); compiling the export again",
                         blob, " ".join(str(exc).split())[:200])
     compiled = core.compile_model(str(onnx_path), "CPU", config)
-    tmp = blob.with_name(f".{blob.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as out:
+        with written_whole(blob) as tmp, open(tmp, "wb") as out:
             out.write(compiled.export_model().getbuffer())
-        os.replace(tmp, blob)
     except Exception as exc:  # noqa: BLE001 - a read-only cache, a full disk: every process compiles
         log.debug("could not keep the compiled OpenVINO model at %s: %s", blob, exc)
-    finally:
-        tmp.unlink(missing_ok=True)
     return compiled, None
 
 
